@@ -1,0 +1,495 @@
+"""FTP, Fast Trainable Projection, as an Optax transform wrapping a base optimizer."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ftp_jax._paths import leaf_path, per_leaf_values, tree_difference
+from ftp_jax._projection import NORMS, projection_ratio, row_norms, row_sums
+from ftp_jax._row_axes import flax_row_axes, normalize_row_axes
+
+__all__ = ["FTPState", "ftp", "ftp_radii", "ftp_adamw", "ftp_sgd"]
+
+PyTree = Any
+MaskOrFn = PyTree | Callable[[PyTree], PyTree] | None
+
+# The reference's constants (GT-RIPL/FTP util/FTP.py).
+MIN_RADIUS = 1e-8  # lower clip of the radius
+# Radius at step 1: the reference creates it as `torch.tensor(1e-8)`, a float32, so
+# it is float32(1e-8) = 9.99999994e-09 even when the params are float64.
+FIRST_RADIUS = float(np.float32(1e-8))
+NORM_EPS = 1e-8  # added to every row norm
+RADIUS_ADAM_EPS = 1e-8  # epsilon of the radius hyper-optimizer (Adam)
+
+
+class FTPState(NamedTuple):
+    """State of :func:`ftp`.
+
+    Trees with the params' structure hold :class:`optax.MaskedNode` at the leaves
+    that ``mask`` excludes: excluded leaves keep no anchor and no radius.
+    """
+
+    count: chex.Array  # int32 [], FTP steps taken so far (the reference's t - 1).
+    anchor: PyTree  # like params: the pre-trained values w0 the ball is centred on.
+    radius: PyTree  # one float [] per constrained leaf: gamma_t, 0 before step 1.
+    radius_mu: PyTree  # one float [] per leaf: first moment of the radius Adam.
+    radius_nu: PyTree  # one float [] per leaf: second moment of the radius Adam.
+    prev_displacement: PyTree  # like params: c_t = theta_{t-1} + u_t - w0 of the last step.
+    prev_inverse_norm: PyTree  # per leaf, rows kept, other axes 1: 1 / (R(c_t) + 1e-8).
+    base_state: optax.OptState  # state of the wrapped base optimizer.
+
+
+class _LeafPlan(NamedTuple):
+    """Static, per-leaf configuration resolved from ``mask`` and ``row_axes``."""
+
+    path: str
+    constrained: bool
+    kept_axes: tuple[int, ...]
+
+
+def _check_mask_value(value: Any, path: str) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ValueError(
+        f"`mask` for {path!r} must be a Python bool (True = constrained), got "
+        f"{value!r}. Build masks from static values, e.g. "
+        "ftp_jax.path_rules([(r'head/.*', False), (r'.*', True)], name='mask')."
+    )
+
+
+def _leaf_plans(params: PyTree, mask: MaskOrFn, row_axes: MaskOrFn) -> list[_LeafPlan]:
+    """Resolves ``mask`` and ``row_axes`` for every leaf of ``params`` and checks them."""
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    masks = per_leaf_values(mask, params, name="mask", default=lambda p: _all_true(p))
+    axes = per_leaf_values(row_axes, params, name="row_axes", default=flax_row_axes)
+    plans = []
+    for (key_path, leaf), leaf_mask, leaf_axes in zip(flat, masks, axes, strict=True):
+        path = leaf_path(key_path)
+        constrained = _check_mask_value(leaf_mask, path)
+        kept = normalize_row_axes(leaf_axes, tuple(np.shape(leaf)), path) if constrained else ()
+        if constrained and not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            raise TypeError(
+                f"FTP constrains floating-point parameters, but {path!r} has dtype "
+                f"{jnp.result_type(leaf)}. Exclude it with `mask` (False at that path)."
+            )
+        plans.append(_LeafPlan(path, constrained, kept))
+    return plans
+
+
+def _is_valid_k(k: Any) -> bool:
+    """k must be a real number in [0, 1]; traced values (inject_hyperparams) pass."""
+    if isinstance(k, jax.core.Tracer):
+        return True
+    if isinstance(k, bool) or not (isinstance(k, numbers.Real) or hasattr(k, "dtype")):
+        return False
+    if np.ndim(k) != 0:
+        return False
+    try:
+        value = float(k)
+    except (TypeError, ValueError):
+        return False
+    return 0.0 <= value <= 1.0
+
+
+def _all_true(params: PyTree) -> PyTree:
+    return jax.tree_util.tree_map(lambda _: True, params)
+
+
+def _radius_dtype(leaf: Any) -> jnp.dtype:
+    """Radii and their moments: the leaf's dtype, at least float32."""
+    return jnp.promote_types(jnp.result_type(leaf), jnp.float32)
+
+
+def _check_anchor(anchor: PyTree, params: PyTree) -> None:
+    """Raises a ValueError naming the leaf if ``anchor`` does not match ``params``."""
+    if jax.tree_util.tree_structure(anchor) != jax.tree_util.tree_structure(params):
+        raise ValueError(
+            "`anchor` does not have the structure of the params passed to init. "
+            + tree_difference(params, anchor, "anchor")
+        )
+    flat_params = jax.tree_util.tree_flatten_with_path(params)[0]
+    for (key_path, p), a in zip(flat_params, jax.tree_util.tree_leaves(anchor), strict=True):
+        if np.shape(p) != np.shape(a) or jnp.result_type(p) != jnp.result_type(a):
+            raise ValueError(
+                f"`anchor` at {leaf_path(key_path)!r} has shape {np.shape(a)} and dtype "
+                f"{jnp.result_type(a)}, but the param has shape {np.shape(p)} and dtype "
+                f"{jnp.result_type(p)}."
+            )
+
+
+def ftp(
+    base_optimizer: optax.GradientTransformation,
+    *,
+    k: float = 1.0,
+    mask: MaskOrFn = None,
+    row_axes: MaskOrFn = None,
+    norm: str = "mars",
+    anchor: PyTree | None = None,
+    radius_learning_rate: float = 1e-2,
+    radius_b1: float = 0.9,
+    radius_b2: float = 0.999,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Fast Trainable Projection around a base optimizer.
+
+    After every step of ``base_optimizer``, each constrained leaf is projected
+    back into a ball around its pre-trained value (the *anchor*), row by row; the
+    leaf's radius is learned on the fly from the training gradient by a tiny Adam.
+
+    Symbols: :math:`w_0` = ``anchor``, :math:`u_t` = the base optimizer's update,
+    :math:`g_t` = the gradient passed to ``update``, :math:`\gamma` = radius,
+    :math:`R` = :func:`ftp_jax.row_norms` with ``norm`` over the ``row_axes``,
+    :math:`\kappa` = ``k``, :math:`\mu` = ``radius_learning_rate``.
+
+    .. math::
+
+      c_t &= \theta_{t-1} + u_t - w_0, \qquad n_t = R(c_t) + 10^{-8} \\
+      h_t &= \textstyle\sum g_t \odot c_{t-1} / n_{t-1}, \qquad
+        h_t \leftarrow \kappa h_t \text{ if } h_t > 0 \\
+      \gamma_t &= \operatorname{clip}\big(\gamma_{t-1} - \mu\,
+        \mathrm{Adam}_t(h_t), 10^{-8}, \max n_t\big), \qquad \gamma_1 = 10^{-8} \\
+      \theta_t &= w_0 + \operatorname{clip}(\gamma_t / n_t, 0, 1)\, c_t
+
+    :math:`h_t` is :math:`\partial L(\theta_{t-1}) / \partial \gamma_{t-1}`, the
+    derivative of the loss with respect to the previous radius through the
+    previous projection. Excluded leaves follow the base optimizer exactly.
+
+    .. note::
+      This reproduces the authors' reference code (GT-RIPL/FTP ``util/FTP.py``),
+      quirks included: the radius is :math:`10^{-8}` at step 1 and its Adam
+      moments stay 0 then; the radius Adam's bias correction uses the global step
+      :math:`t`, so at step 2 the moments have had one update but are corrected
+      with :math:`t = 2`; :math:`h_t` is used even where the previous projection
+      was inactive; a 1-D leaf has one L1 norm over the whole vector.
+
+    Args:
+      base_optimizer: the optimizer whose step is projected, e.g.
+        ``optax.adamw(1e-4)``. Its state is nested in :class:`FTPState`.
+      k: gradient annealing factor in ``[0, 1]``: a positive :math:`h_t` (one that
+        would shrink the radius) is multiplied by ``k``; smaller ``k`` tightens
+        the constraint less.
+      mask: which leaves are constrained (True) or follow the base optimizer
+        untouched (False, e.g. a new classification head): a tree of bools with
+        the params' structure or a function of the params (``optax.masked``'s
+        convention). Default: every leaf. See :func:`ftp_jax.path_rules`.
+      row_axes: per leaf, the tuple of axes kept as rows (``()`` = one norm over
+        the whole tensor): a tree or a function of the params. Default:
+        :func:`ftp_jax.flax_row_axes`; use :func:`ftp_jax.torch_row_axes` for
+        PyTorch-layout arrays.
+      norm: ``"mars"`` (per-row L1, the reference) or ``"l2"`` (whole-tensor L2).
+      anchor: the pre-trained params to stay close to. Default: the params passed
+        to ``init``, which must then be the pre-trained weights.
+      radius_learning_rate: :math:`\mu`, the radius Adam's learning rate (the
+        reference fixes it at 1e-2).
+      radius_b1: the radius Adam's first-moment decay (reference: 0.9).
+      radius_b2: the radius Adam's second-moment decay (reference: 0.999).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; ``update`` requires
+      ``params``. Extra keyword arguments are passed on to the base optimizer.
+
+    Raises:
+      ValueError: for ``k`` outside ``[0, 1]``, an unknown ``norm``, and (at
+        ``init``/``update``) a ``mask``, ``row_axes`` or ``anchor`` that does not
+        fit the params; messages name the leaf path.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, ftp_jax
+      >>> params = {"dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)}}
+      >>> tx = ftp_jax.ftp(optax.adamw(1e-3))
+      >>> state = tx.init(params)  # params are the pre-trained anchor
+      >>> grads = {"dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}}
+      >>> updates, state = tx.update(grads, state, params)
+      >>> params = optax.apply_updates(params, updates)
+      >>> ftp_jax.ftp_radii(state)["dense"]["kernel"].shape
+      ()
+
+    References:
+      Tian, Liu, Smith, Kira, "Fast Trainable Projection for Robust Fine-Tuning",
+      NeurIPS 2023, arXiv:2310.19182.
+    """
+    if not _is_valid_k(k):
+        raise ValueError(
+            f"`k` (gradient annealing factor) must be a number in [0, 1], got {k!r}. "
+            "k=1 is the reference's default; smaller k relaxes the constraint."
+        )
+    if norm not in NORMS:
+        raise ValueError(f"unknown `norm` {norm!r}; expected one of {NORMS}.")
+    if not isinstance(base_optimizer, optax.GradientTransformation):
+        raise TypeError(
+            "`base_optimizer` must be an optax GradientTransformation such as "
+            f"optax.adamw(1e-4), got {type(base_optimizer).__name__}."
+        )
+    base_optimizer = optax.with_extra_args_support(base_optimizer)
+
+    def init_fn(params: PyTree) -> FTPState:
+        plans = _leaf_plans(params, mask, row_axes)
+        anchor_tree = params if anchor is None else anchor
+        if anchor is not None:
+            _check_anchor(anchor_tree, params)
+        treedef = jax.tree_util.tree_structure(params)
+        anchors, radii, displacements, inverse_norms = [], [], [], []
+        for plan, p, a in zip(
+            plans,
+            treedef.flatten_up_to(params),
+            treedef.flatten_up_to(anchor_tree),
+            strict=True,
+        ):
+            if not plan.constrained:
+                for out in (anchors, radii, displacements, inverse_norms):
+                    out.append(optax.MaskedNode())
+                continue
+            # A copy, so that donating params to a jitted step never frees the anchor.
+            anchors.append(jnp.array(a, copy=True))
+            radii.append(jnp.zeros((), _radius_dtype(p)))
+            displacements.append(jnp.zeros_like(p))
+            inverse_norms.append(jnp.zeros_like(row_sums(jnp.zeros_like(p), plan.kept_axes)))
+        radius = treedef.unflatten(radii)
+        return FTPState(
+            count=jnp.zeros([], jnp.int32),
+            anchor=treedef.unflatten(anchors),
+            radius=radius,
+            radius_mu=jax.tree_util.tree_map(jnp.zeros_like, radius),
+            radius_nu=jax.tree_util.tree_map(jnp.zeros_like, radius),
+            prev_displacement=treedef.unflatten(displacements),
+            prev_inverse_norm=treedef.unflatten(inverse_norms),
+            base_state=base_optimizer.init(params),
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if params is None:
+            raise ValueError(
+                "ftp needs the current params: call `tx.update(grads, state, params)`."
+            )
+        base_updates, base_state = base_optimizer.update(
+            updates, state.base_state, params, **extra_args
+        )
+        count = optax.safe_int32_increment(state.count)
+        plans = _leaf_plans(params, mask, row_axes)
+        treedef = jax.tree_util.tree_structure(params)
+        try:
+            flat_state = [
+                treedef.flatten_up_to(tree)
+                for tree in (
+                    state.anchor,
+                    state.radius,
+                    state.radius_mu,
+                    state.radius_nu,
+                    state.prev_displacement,
+                    state.prev_inverse_norm,
+                )
+            ]
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                "The FTP state does not have the structure of the params passed to "
+                f"update; was it initialized with other params? ({error})"
+            ) from None
+        flat_grads = treedef.flatten_up_to(updates)
+        flat_base = treedef.flatten_up_to(base_updates)
+        flat_params = treedef.flatten_up_to(params)
+
+        step = count.astype(jnp.float32)
+        first_step = count == 1
+        new_leaves = []  # (update, anchor, radius, mu, nu, displacement, inverse_norm)
+        for plan, g, u, p, a, radius, mu, nu, prev_c, prev_inv in zip(
+            plans, flat_grads, flat_base, flat_params, *flat_state, strict=True
+        ):
+            if plan.constrained == isinstance(radius, optax.MaskedNode):
+                raise ValueError(
+                    f"`mask` at {plan.path!r} is {plan.constrained} now but was "
+                    f"{not plan.constrained} when the FTP state was initialized; the "
+                    "mask must not change between init and update."
+                )
+            if not plan.constrained:
+                new_leaves.append((u, a, radius, mu, nu, prev_c, prev_inv))
+                continue
+            new_leaves.append(
+                _ftp_leaf_step(
+                    g,
+                    u,
+                    p,
+                    a,
+                    radius,
+                    mu,
+                    nu,
+                    prev_c,
+                    prev_inv,
+                    kept_axes=plan.kept_axes,
+                    norm=norm,
+                    k=k,
+                    step=step,
+                    first_step=first_step,
+                    learning_rate=radius_learning_rate,
+                    b1=radius_b1,
+                    b2=radius_b2,
+                )
+            )
+        columns = [treedef.unflatten(list(column)) for column in zip(*new_leaves, strict=True)]
+        new_updates, anchor_tree, radius, mu, nu, displacement, inverse_norm = columns
+        return new_updates, FTPState(
+            count=count,
+            anchor=anchor_tree,
+            radius=radius,
+            radius_mu=mu,
+            radius_nu=nu,
+            prev_displacement=displacement,
+            prev_inverse_norm=inverse_norm,
+            base_state=base_state,
+        )
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _ftp_leaf_step(
+    gradient,
+    base_update,
+    param,
+    anchor,
+    radius,
+    mu,
+    nu,
+    prev_displacement,
+    prev_inverse_norm,
+    *,
+    kept_axes,
+    norm,
+    k,
+    step,
+    first_step,
+    learning_rate,
+    b1,
+    b2,
+):
+    """One FTP step of one constrained leaf (SPEC.md, FTP steps 1-4).
+
+    Returns ``(update, anchor, radius, mu, nu, displacement, inverse_norm)``.
+    """
+    dtype = radius.dtype
+    displacement = param + base_update - anchor  # c_t
+    norms = row_norms(displacement, kept_axes, norm) + NORM_EPS  # n_t
+    inverse_norm = 1.0 / norms
+
+    # h_t = d L(theta_{t-1}) / d gamma_{t-1}: row sums first, then scaled, as the
+    # reference's `_dot(grad, c_prev, scale=1/n_prev)`.
+    radius_grad = jnp.sum(row_sums(gradient * prev_displacement, kept_axes) * prev_inverse_norm)
+    radius_grad = radius_grad.astype(dtype)
+    radius_grad = jnp.where(radius_grad > 0, k * radius_grad, radius_grad)
+    new_mu = b1 * mu + (1 - b1) * radius_grad
+    new_nu = b2 * nu + (1 - b2) * jnp.square(radius_grad)
+    mu_hat = new_mu / (1 - b1 ** step.astype(dtype))
+    nu_hat = new_nu / (1 - b2 ** step.astype(dtype))
+    new_radius = radius - learning_rate * mu_hat / (jnp.sqrt(nu_hat) + RADIUS_ADAM_EPS)
+    new_radius = jnp.clip(new_radius, MIN_RADIUS, jnp.max(norms).astype(dtype))
+
+    new_radius = jnp.where(first_step, jnp.asarray(FIRST_RADIUS, dtype), new_radius)
+    new_mu = jnp.where(first_step, mu, new_mu)
+    new_nu = jnp.where(first_step, nu, new_nu)
+
+    ratio = projection_ratio(new_radius.astype(param.dtype), inverse_norm)
+    projected = anchor + ratio * displacement  # theta_t
+    update = (projected - param).astype(base_update.dtype)
+    return update, anchor, new_radius, new_mu, new_nu, displacement, inverse_norm
+
+
+def _find_ftp_state(opt_state: Any) -> FTPState:
+    is_ftp = lambda x: isinstance(x, FTPState)  # noqa: E731
+    found = [x for x in jax.tree_util.tree_leaves(opt_state, is_leaf=is_ftp) if is_ftp(x)]
+    if len(found) != 1:
+        raise ValueError(
+            f"Expected exactly one FTPState in the optimizer state, found {len(found)}."
+            " Pass the state returned by ftp(...).init or a chain containing it."
+        )
+    return found[0]
+
+
+def ftp_radii(state: Any) -> PyTree:
+    """Returns the current radius of every leaf, as a tree with the params' structure.
+
+    Args:
+      state: an :class:`FTPState`, or any optimizer state containing exactly one
+        (an ``optax.chain`` state, ``nnx.Optimizer.opt_state``).
+
+    Returns:
+      The radii (float scalars; 0 before the first step), with ``None`` at the
+      leaves that ``mask`` excludes.
+    """
+    radius = _find_ftp_state(state).radius
+    return jax.tree_util.tree_map(_radius_value, radius, is_leaf=_is_radius_leaf)
+
+
+def _is_radius_leaf(x: Any) -> bool:
+    # nnx.Optimizer wraps each state array in a Variable that has `get_value`.
+    return isinstance(x, optax.MaskedNode) or hasattr(x, "get_value")
+
+
+def _radius_value(x: Any) -> Any:
+    if hasattr(x, "get_value"):
+        x = x.get_value()
+    return None if isinstance(x, optax.MaskedNode) else x
+
+
+def ftp_adamw(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    *,
+    k: float = 1.0,
+    mask: MaskOrFn = None,
+    row_axes: MaskOrFn = None,
+    norm: str = "mars",
+    anchor: PyTree | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """FTP around AdamW: the reference's ``AdamP``.
+
+    ``ftp(optax.adamw(learning_rate, b1, b2, eps, weight_decay=weight_decay), ...)``.
+    Decoupled weight decay, ``eps`` outside the square root, as ``torch.optim.AdamW``.
+
+    .. note:: ``weight_decay`` defaults to 0, the reference's ``AdamP`` default
+      (``optax.adamw`` defaults to 1e-4).
+
+    See :func:`ftp` for the FTP arguments.
+    """
+    return ftp(
+        optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay),
+        k=k,
+        mask=mask,
+        row_axes=row_axes,
+        norm=norm,
+        anchor=anchor,
+    )
+
+
+def ftp_sgd(
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    *,
+    k: float = 1.0,
+    mask: MaskOrFn = None,
+    row_axes: MaskOrFn = None,
+    norm: str = "mars",
+    anchor: PyTree | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """FTP around SGD with momentum: the reference's ``SGDP``.
+
+    ``ftp(optax.chain(optax.add_decayed_weights(weight_decay),
+    optax.sgd(learning_rate, momentum, nesterov)), ...)``: the weight decay is
+    added to the gradient before momentum, as ``torch.optim.SGD`` does.
+
+    See :func:`ftp` for the FTP arguments.
+    """
+    base = optax.chain(
+        optax.add_decayed_weights(weight_decay),
+        optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov),
+    )
+    return ftp(base, k=k, mask=mask, row_axes=row_axes, norm=norm, anchor=anchor)

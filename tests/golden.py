@@ -1,0 +1,153 @@
+"""The reference trajectories (``tests/data``, copied from ``shared/golden``).
+
+The arrays are in PyTorch layout (output channel on axis 0). ``layout="flax"``
+returns the same problem as Flax would store it: nested dicts with ``kernel``
+leaves whose output channel is last, so the library's default row rule applies.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import ftp_jax
+
+DATA = Path(__file__).parent / "data"
+FTP_CONFIGS = ("adamp", "adamp_wd_k", "sgdp", "sgdp_nesterov_wd")
+TPGM_CASES = tuple(
+    (norm, exclusion) for norm in ("mars_norm", "l2_norm") for exclusion in ("all", "head_excluded")
+)
+
+
+@functools.cache
+def load(precision: str) -> dict[str, np.ndarray]:
+    """All arrays of the reference file for ``precision`` ("float64"/"float32")."""
+    with np.load(DATA / f"reference_seed0_{precision}.npz") as data:
+        return {key: data[key] for key in data.files}
+
+
+_FLAX_LEAF = {"weight": "kernel", "bias": "bias", "scale": "scale"}
+
+
+def to_flax(name: str, array: np.ndarray, *, leading: int = 0) -> np.ndarray:
+    """A PyTorch-layout array in Flax layout (output channel last for kernels).
+
+    ``leading`` axes (e.g. time) are left in place.
+    """
+    if not name.endswith(".weight"):
+        return array
+    rest = list(range(leading, array.ndim))
+    # (out, in, *spatial) -> (*spatial, in, out)
+    order = rest[2:] + [rest[1], rest[0]]
+    return np.transpose(array, list(range(leading)) + order)
+
+
+def _tree(names, arrays, layout):
+    if layout == "torch":
+        return {name: jnp.asarray(a) for name, a in zip(names, arrays, strict=True)}
+    tree: dict = {}
+    for name, a in zip(names, arrays, strict=True):
+        module, leaf = name.split(".")
+        tree.setdefault(module, {})[_FLAX_LEAF[leaf]] = jnp.asarray(a)
+    return tree
+
+
+class FTPProblem:
+    """The FTP problem of the reference file, in PyTorch or Flax layout."""
+
+    def __init__(self, precision: str, layout: str):
+        self.data = load(precision)
+        self.layout = layout
+        self.names = [str(n) for n in self.data["leaf_names"]]
+        self.excluded = {str(n) for n in self.data["exclude"]}
+        self.constrained = [n for n in self.names if n not in self.excluded]
+        self.steps = self.data[f"problem/noise/{self.names[0]}"].shape[0]
+
+    def tree(self, prefix: str, leading: int = 0):
+        arrays = [self.data[f"{prefix}/{n}"] for n in self.names]
+        if self.layout == "flax":
+            arrays = [
+                to_flax(n, a, leading=leading) for n, a in zip(self.names, arrays, strict=True)
+            ]
+        return _tree(self.names, arrays, self.layout)
+
+    def path(self, name: str) -> str:
+        """The leaf path of a reference leaf name in this layout."""
+        if self.layout == "torch":
+            return name
+        module, leaf = name.split(".")
+        return f"{module}/{_FLAX_LEAF[leaf]}"
+
+    @property
+    def mask(self):
+        if self.layout == "torch":
+            return {n: n not in self.excluded for n in self.names}
+        return ftp_jax.path_rules([(r"head/.*", False), (r".*", True)], name="mask")
+
+    @property
+    def row_axes(self):
+        return ftp_jax.torch_row_axes if self.layout == "torch" else None
+
+    def config(self, config: str, key: str, default=None):
+        full = f"ftp/{config}/config/{key}"
+        return self.data[full].item() if full in self.data else default
+
+    def optimizer(self, config: str) -> optax.GradientTransformation:
+        """The reference's AdamP / SGDP for ``config``, through the shortcuts."""
+        kwargs = dict(k=self.config(config, "k"), mask=self.mask, row_axes=self.row_axes)
+        lr, wd = self.config(config, "lr"), self.config(config, "weight_decay")
+        if self.config(config, "opt") == "adamp":
+            return ftp_jax.ftp_adamw(lr, weight_decay=wd, **kwargs)
+        return ftp_jax.ftp_sgd(
+            lr,
+            momentum=self.config(config, "momentum"),
+            nesterov=bool(self.config(config, "nesterov", False)),
+            weight_decay=wd,
+            **kwargs,
+        )
+
+    def gradient_fn(self):
+        """``g_t(theta) = a (theta - b_t) + 0.05 sin(theta) + noise_t``."""
+        a, noise = self.tree("problem/a"), self.tree("problem/noise", leading=1)
+        early, late = self.tree("problem/b_early"), self.tree("problem/b_late")
+        half = self.steps // 2
+
+        def gradient(theta, t):
+            def leaf(theta_, a_, early_, late_, noise_):
+                b = jnp.where(t < half, early_, late_)
+                return a_ * (theta_ - b) + 0.05 * jnp.sin(theta_) + noise_[t]
+
+            return jax.tree_util.tree_map(leaf, theta, a, early, late, noise)
+
+        return gradient
+
+    def reference_params(self, config: str):
+        return self.tree(f"ftp/{config}/params", leading=1)
+
+    def reference_radii(self, config: str) -> np.ndarray:
+        return self.data[f"ftp/{config}/gamma"]
+
+
+def run_trajectory(tx, theta0, gradient, steps: int, *, jit: bool = True):
+    """Runs ``steps`` updates; returns (params after each step, radii after each step)."""
+
+    def step(carry, t):
+        theta, state = carry
+        updates, state = tx.update(gradient(theta, t), state, theta)
+        theta = optax.apply_updates(theta, updates)
+        return (theta, state), (theta, ftp_jax.ftp_radii(state))
+
+    carry = (theta0, tx.init(theta0))
+    if jit:
+        _, (thetas, radii) = jax.jit(lambda c: jax.lax.scan(step, c, jnp.arange(steps)))(carry)
+        return thetas, radii
+    outputs = []
+    for t in range(steps):
+        carry, out = step(carry, jnp.asarray(t))
+        outputs.append(out)
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outputs)

@@ -1,16 +1,28 @@
 """ftp_jax: robust fine-tuning in JAX.
 
 FTP (Fast Trainable Projection, NeurIPS 2023) as a chainable Optax transform that
-wraps a base optimizer, and the projection machinery it shares with TPGM.
+wraps a base optimizer; TPGM (Trainable Projected Gradient Method, CVPR 2023) as
+pure, jittable functions; and the projection machinery they share.
 """
 
 from ftp_jax._ftp import FTPState, ftp, ftp_adamw, ftp_radii, ftp_sgd
 from ftp_jax._paths import leaf_path, leaf_paths, path_rules
 from ftp_jax._projection import projection_ratio, row_norms
 from ftp_jax._row_axes import flax_row_axes, torch_row_axes
+from ftp_jax._tpgm import (
+    TPGM,
+    TPGMState,
+    project_to_anchor,
+    projection_action,
+    run_projection_update,
+    tpgm,
+    tpgm_radii,
+)
 
 __all__ = [
     "FTPState",
+    "TPGM",
+    "TPGMState",
     "flax_row_axes",
     "ftp",
     "ftp_adamw",
@@ -19,9 +31,14 @@ __all__ = [
     "leaf_path",
     "leaf_paths",
     "path_rules",
+    "project_to_anchor",
+    "projection_action",
     "projection_ratio",
     "row_norms",
+    "run_projection_update",
     "torch_row_axes",
+    "tpgm",
+    "tpgm_radii",
 ]
 
 __version__ = "0.1.0"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import chex
@@ -12,14 +11,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ftp_jax._paths import leaf_path, per_leaf_values, tree_difference
+from ftp_jax._plan import (
+    MaskOrFn,
+    check_anchor,
+    flat_up_to,
+    leaf_plans,
+    masked_like,
+    radius_dtype,
+)
 from ftp_jax._projection import NORMS, projection_ratio, row_norms, row_sums
-from ftp_jax._row_axes import flax_row_axes, normalize_row_axes
 
 __all__ = ["FTPState", "ftp", "ftp_radii", "ftp_adamw", "ftp_sgd"]
 
 PyTree = Any
-MaskOrFn = PyTree | Callable[[PyTree], PyTree] | None
 
 # The reference's constants (GT-RIPL/FTP util/FTP.py).
 MIN_RADIUS = 1e-8  # lower clip of the radius
@@ -47,43 +51,6 @@ class FTPState(NamedTuple):
     base_state: optax.OptState  # state of the wrapped base optimizer.
 
 
-class _LeafPlan(NamedTuple):
-    """Static, per-leaf configuration resolved from ``mask`` and ``row_axes``."""
-
-    path: str
-    constrained: bool
-    kept_axes: tuple[int, ...]
-
-
-def _check_mask_value(value: Any, path: str) -> bool:
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    raise ValueError(
-        f"`mask` for {path!r} must be a Python bool (True = constrained), got "
-        f"{value!r}. Build masks from static values, e.g. "
-        "ftp_jax.path_rules([(r'head/.*', False), (r'.*', True)], name='mask')."
-    )
-
-
-def _leaf_plans(params: PyTree, mask: MaskOrFn, row_axes: MaskOrFn) -> list[_LeafPlan]:
-    """Resolves ``mask`` and ``row_axes`` for every leaf of ``params`` and checks them."""
-    flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    masks = per_leaf_values(mask, params, name="mask", default=lambda p: _all_true(p))
-    axes = per_leaf_values(row_axes, params, name="row_axes", default=flax_row_axes)
-    plans = []
-    for (key_path, leaf), leaf_mask, leaf_axes in zip(flat, masks, axes, strict=True):
-        path = leaf_path(key_path)
-        constrained = _check_mask_value(leaf_mask, path)
-        kept = normalize_row_axes(leaf_axes, tuple(np.shape(leaf)), path) if constrained else ()
-        if constrained and not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-            raise TypeError(
-                f"FTP constrains floating-point parameters, but {path!r} has dtype "
-                f"{jnp.result_type(leaf)}. Exclude it with `mask` (False at that path)."
-            )
-        plans.append(_LeafPlan(path, constrained, kept))
-    return plans
-
-
 def _is_valid_k(k: Any) -> bool:
     """k must be a real number in [0, 1]; traced values (inject_hyperparams) pass."""
     if isinstance(k, jax.core.Tracer):
@@ -97,32 +64,6 @@ def _is_valid_k(k: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return 0.0 <= value <= 1.0
-
-
-def _all_true(params: PyTree) -> PyTree:
-    return jax.tree_util.tree_map(lambda _: True, params)
-
-
-def _radius_dtype(leaf: Any) -> jnp.dtype:
-    """Radii and their moments: the leaf's dtype, at least float32."""
-    return jnp.promote_types(jnp.result_type(leaf), jnp.float32)
-
-
-def _check_anchor(anchor: PyTree, params: PyTree) -> None:
-    """Raises a ValueError naming the leaf if ``anchor`` does not match ``params``."""
-    if jax.tree_util.tree_structure(anchor) != jax.tree_util.tree_structure(params):
-        raise ValueError(
-            "`anchor` does not have the structure of the params passed to init. "
-            + tree_difference(params, anchor, "anchor")
-        )
-    flat_params = jax.tree_util.tree_flatten_with_path(params)[0]
-    for (key_path, p), a in zip(flat_params, jax.tree_util.tree_leaves(anchor), strict=True):
-        if np.shape(p) != np.shape(a) or jnp.result_type(p) != jnp.result_type(a):
-            raise ValueError(
-                f"`anchor` at {leaf_path(key_path)!r} has shape {np.shape(a)} and dtype "
-                f"{jnp.result_type(a)}, but the param has shape {np.shape(p)} and dtype "
-                f"{jnp.result_type(p)}."
-            )
 
 
 def ftp(
@@ -230,36 +171,23 @@ def ftp(
     base_optimizer = optax.with_extra_args_support(base_optimizer)
 
     def init_fn(params: PyTree) -> FTPState:
-        plans = _leaf_plans(params, mask, row_axes)
-        anchor_tree = params if anchor is None else anchor
+        plans = leaf_plans(params, mask, row_axes)
         if anchor is not None:
-            _check_anchor(anchor_tree, params)
-        treedef = jax.tree_util.tree_structure(params)
-        anchors, radii, displacements, inverse_norms = [], [], [], []
-        for plan, p, a in zip(
-            plans,
-            treedef.flatten_up_to(params),
-            treedef.flatten_up_to(anchor_tree),
-            strict=True,
-        ):
-            if not plan.constrained:
-                for out in (anchors, radii, displacements, inverse_norms):
-                    out.append(optax.MaskedNode())
-                continue
-            # A copy, so that donating params to a jitted step never frees the anchor.
-            anchors.append(jnp.array(a, copy=True))
-            radii.append(jnp.zeros((), _radius_dtype(p)))
-            displacements.append(jnp.zeros_like(p))
-            inverse_norms.append(jnp.zeros_like(row_sums(jnp.zeros_like(p), plan.kept_axes)))
-        radius = treedef.unflatten(radii)
+            check_anchor(anchor, params)
+        anchor_tree = params if anchor is None else anchor
+        # A copy, so that donating params to a jitted step never frees the anchor.
+        anchors = masked_like(anchor_tree, plans, lambda a, _: jnp.array(a, copy=True))
+        radius = masked_like(params, plans, lambda p, _: jnp.zeros((), radius_dtype(p)))
         return FTPState(
             count=jnp.zeros([], jnp.int32),
-            anchor=treedef.unflatten(anchors),
+            anchor=anchors,
             radius=radius,
             radius_mu=jax.tree_util.tree_map(jnp.zeros_like, radius),
             radius_nu=jax.tree_util.tree_map(jnp.zeros_like, radius),
-            prev_displacement=treedef.unflatten(displacements),
-            prev_inverse_norm=treedef.unflatten(inverse_norms),
+            prev_displacement=masked_like(params, plans, lambda p, _: jnp.zeros_like(p)),
+            prev_inverse_norm=masked_like(
+                params, plans, lambda p, plan: jnp.zeros_like(row_sums(p, plan.kept_axes))
+            ),
             base_state=base_optimizer.init(params),
         )
 
@@ -272,26 +200,20 @@ def ftp(
             updates, state.base_state, params, **extra_args
         )
         count = optax.safe_int32_increment(state.count)
-        plans = _leaf_plans(params, mask, row_axes)
+        plans = leaf_plans(params, mask, row_axes)
         treedef = jax.tree_util.tree_structure(params)
-        try:
-            flat_state = [
-                treedef.flatten_up_to(tree)
-                for tree in (
-                    state.anchor,
-                    state.radius,
-                    state.radius_mu,
-                    state.radius_nu,
-                    state.prev_displacement,
-                    state.prev_inverse_norm,
-                )
-            ]
-        except (ValueError, TypeError) as error:
-            raise ValueError(
-                "The FTP state does not have the structure of the params passed to "
-                f"update; was it initialized with other params? ({error})"
-            ) from None
-        flat_grads = treedef.flatten_up_to(updates)
+        flat_state = [
+            flat_up_to(params, tree, "FTP state")
+            for tree in (
+                state.anchor,
+                state.radius,
+                state.radius_mu,
+                state.radius_nu,
+                state.prev_displacement,
+                state.prev_inverse_norm,
+            )
+        ]
+        flat_grads = flat_up_to(params, updates, "gradient tree")
         flat_base = treedef.flatten_up_to(base_updates)
         flat_params = treedef.flatten_up_to(params)
 

@@ -151,3 +151,65 @@ def run_trajectory(tx, theta0, gradient, steps: int, *, jit: bool = True):
         carry, out = step(carry, jnp.asarray(t))
         outputs.append(out)
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outputs)
+
+
+class TPGMProblem:
+    """A TPGM case of the reference file: a 2-layer MLP, pre-trained and fine-tuned."""
+
+    NAMES = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+
+    def __init__(self, precision: str, norm: str, exclusion: str, layout: str):
+        self.data = load(precision)
+        self.prefix = f"tpgm/{norm}/{exclusion}"
+        self.norm = "mars" if norm == "mars_norm" else "l2"
+        self.exclusion = exclusion
+        self.layout = layout
+        self.radius_names = [str(n) for n in self.data[f"{self.prefix}/radius_names"]]
+
+    def tree(self, kind: str):
+        arrays = [self.data[f"{self.prefix}/{kind}/{n}"] for n in self.NAMES]
+        if self.layout == "flax":
+            arrays = [to_flax(n, a) for n, a in zip(self.NAMES, arrays, strict=True)]
+        return _tree(self.NAMES, arrays, self.layout)
+
+    def path(self, name: str) -> str:
+        if self.layout == "torch":
+            return name
+        module, leaf = name.split(".")
+        return f"{module}/{_FLAX_LEAF[leaf]}"
+
+    @property
+    def mask(self):
+        if self.exclusion == "all":
+            return None
+        if self.layout == "torch":
+            return {n: n in self.radius_names for n in self.NAMES}
+        return ftp_jax.path_rules([(r"fc2/.*", False), (r".*", True)], name="mask")
+
+    @property
+    def row_axes(self):
+        return ftp_jax.torch_row_axes if self.layout == "torch" else None
+
+    @property
+    def proj_lr(self) -> float:
+        return float(self.data[f"{self.prefix}/config/proj_lr"])
+
+    def batches(self):
+        return {
+            "x": jnp.asarray(self.data[f"{self.prefix}/x"]),
+            "y": jnp.asarray(self.data[f"{self.prefix}/y"]),
+        }
+
+    def loss(self, params, batch):
+        """Mean cross-entropy of ``relu(x W1^T + b1) W2^T + b2``."""
+        if self.layout == "torch":
+            w1, b1 = params["fc1.weight"].T, params["fc1.bias"]
+            w2, b2 = params["fc2.weight"].T, params["fc2.bias"]
+        else:
+            w1, b1 = params["fc1"]["kernel"], params["fc1"]["bias"]
+            w2, b2 = params["fc2"]["kernel"], params["fc2"]["bias"]
+        logits = jax.nn.relu(batch["x"] @ w1 + b1[None]) @ w2 + b2[None]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+
+    def reference_radii(self) -> np.ndarray:
+        return self.data[f"{self.prefix}/radii"]

@@ -1,0 +1,23 @@
+"""The Flax training loop: pure jitted steps, methods, checkpoints, and ``fit``."""
+
+from ftp_jax.train.checkpoint import Checkpointer, CheckpointMismatchError
+from ftp_jax.train.config import MethodConfig, TrainConfig, apply_overrides
+from ftp_jax.train.loop import EvalSet, FitResult, fit
+from ftp_jax.train.methods import Method, build_method
+from ftp_jax.train.steps import TrainState, make_eval_step, make_train_step
+
+__all__ = [
+    "CheckpointMismatchError",
+    "Checkpointer",
+    "EvalSet",
+    "FitResult",
+    "Method",
+    "MethodConfig",
+    "TrainConfig",
+    "TrainState",
+    "apply_overrides",
+    "build_method",
+    "fit",
+    "make_eval_step",
+    "make_train_step",
+]

@@ -1,0 +1,146 @@
+"""Checkpoints with orbax-checkpoint: save every N steps, resume exactly, refuse mismatches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+__all__ = ["Checkpointer", "CheckpointMismatchError", "fingerprint"]
+
+PyTree = Any
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that belongs to another run (model, method) or cannot be read."""
+
+
+def fingerprint(tree: PyTree, **settings: Any) -> str:
+    """A short hash of a tree's paths, shapes and dtypes and of ``settings``."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    description = [
+        (jax.tree_util.keystr(path), tuple(np.shape(x)), str(jnp.result_type(x)))
+        for path, x in flat
+    ]
+    payload = json.dumps([description, settings], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _is_key(x: Any) -> bool:
+    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _to_savable(tree: PyTree) -> PyTree:
+    """Typed PRNG keys (NNX RNG state) as their raw uint32 data."""
+    return jax.tree_util.tree_map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _abstract(tree: PyTree) -> PyTree:
+    return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _to_savable(tree))
+
+
+def _from_saved(tree: PyTree, like: PyTree) -> PyTree:
+    return jax.tree_util.tree_map(
+        lambda x, ref: (
+            jax.random.wrap_key_data(x, impl=jax.random.key_impl(ref)) if _is_key(ref) else x
+        ),
+        tree,
+        like,
+    )
+
+
+class Checkpointer:
+    """Saves and restores a run's state, extra trees and JSON metadata.
+
+    Checkpoints are written by orbax to a temporary directory and renamed when
+    complete, so a run killed while saving leaves no checkpoint that looks
+    complete; orbax ignores (and removes) the unfinished one.
+
+    Every checkpoint records a ``fingerprint`` of the run (model structure and
+    method); restoring into a run with another fingerprint raises
+    :class:`CheckpointMismatchError` instead of loading.
+    """
+
+    def __init__(self, directory: str | Path, *, max_to_keep: int = 2):
+        self.directory = Path(directory).absolute()
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: PyTree, extra: PyTree, meta: dict[str, Any]) -> None:
+        """Saves (and waits until it is on disk, so that a kill cannot lose it).
+
+        A checkpoint already at ``step`` (saved mid-epoch, now the epoch's end) is
+        replaced; the previous step's checkpoint is kept meanwhile.
+        """
+        if step in self._manager.all_steps():
+            self._manager.delete(step)
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(_to_savable(state)),
+                extra=ocp.args.StandardSave(_to_savable(extra)),
+                meta=ocp.args.JsonSave(meta),
+            ),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+
+    def restore(
+        self, step: int, like_state: PyTree, like_extra: PyTree, expected_fingerprint: str
+    ) -> tuple[PyTree, PyTree, dict[str, Any]]:
+        """Restores checkpoint ``step`` against the structure of ``like_*``.
+
+        Raises:
+          CheckpointMismatchError: the checkpoint was written by another run (its
+            fingerprint differs), or cannot be read (corrupted, other structure).
+        """
+        where = self.directory / str(step)
+        try:
+            meta = self._manager.restore(
+                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+            ).meta
+        except Exception as error:  # noqa: BLE001 - any failure means: do not load
+            raise CheckpointMismatchError(
+                f"cannot read the checkpoint metadata in {where}: {type(error).__name__}: "
+                f"{error}. The checkpoint is corrupted; delete {where} to resume from an "
+                "earlier one, or use another work directory."
+            ) from error
+        found = meta.get("fingerprint") if isinstance(meta, dict) else None
+        if found != expected_fingerprint:
+            raise CheckpointMismatchError(
+                f"the checkpoint in {where} belongs to another run (fingerprint {found}, "
+                f"this run {expected_fingerprint}: a different model or method, "
+                f"checkpointed as {meta.get('description') if isinstance(meta, dict) else '?'}"
+                "). Use another work directory, or delete the old checkpoints."
+            )
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(_abstract(like_state)),
+                    extra=ocp.args.StandardRestore(_abstract(like_extra)),
+                ),
+            )
+        except Exception as error:  # noqa: BLE001
+            raise CheckpointMismatchError(
+                f"cannot restore the checkpoint in {where}: {type(error).__name__}: {error}. "
+                "It is corrupted or its structure differs from this run's; delete it or "
+                "use another work directory."
+            ) from error
+        state = _from_saved(restored.state, like_state)
+        extra = _from_saved(restored.extra, like_extra)
+        return state, extra, meta
+
+    def close(self) -> None:
+        self._manager.close()

@@ -1,0 +1,147 @@
+"""Configuration of a fine-tuning run: plain, frozen dataclasses with checked overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+__all__ = ["MethodConfig", "TrainConfig", "apply_overrides", "METHODS", "BASE_OPTIMIZERS"]
+
+METHODS = ("vanilla", "linear_probe", "ftp", "tpgm")
+BASE_OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "cosine", "cosine_per_epoch")
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodConfig:
+    """A fine-tuning method around a base optimizer.
+
+    Attributes:
+      name: ``vanilla`` (base optimizer on everything), ``linear_probe`` (the head
+        only), ``ftp`` (FTP around the base optimizer), ``tpgm`` (base optimizer +
+        TPGM projection).
+      optimizer: ``sgd`` (momentum, weight decay added to the gradient, as torch)
+        or ``adamw`` (decoupled weight decay).
+      learning_rate, momentum, weight_decay: of the base optimizer.
+      head_pattern: regex over parameter paths of the new head: excluded from
+        FTP/TPGM, the only leaves a linear probe trains. Must match something.
+      ftp_k: FTP's gradient annealing factor.
+      norm: ``mars`` or ``l2`` (FTP and TPGM).
+      proj_freq: TPGM projection update every ``proj_freq`` steps (apply-only on
+        the others); 0 = post-hoc only.
+      proj_lr, max_iters: TPGM's radius Adam learning rate and steps per update.
+      post_hoc_iters: TPGM post-hoc update at the end (0 = none).
+    """
+
+    name: str = "vanilla"
+    optimizer: str = "sgd"
+    learning_rate: float = 1e-2
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    head_pattern: str = r"head/.*"
+    ftp_k: float = 1.0
+    norm: str = "mars"
+    proj_freq: int = 1
+    proj_lr: float = 1e-2
+    max_iters: int = 1
+    post_hoc_iters: int = 0
+
+    def __post_init__(self):
+        _check_choice("method.name", self.name, METHODS)
+        _check_choice("method.optimizer", self.optimizer, BASE_OPTIMIZERS)
+        _check_choice("method.norm", self.norm, ("mars", "l2"))
+        if not self.learning_rate > 0:
+            raise ValueError(f"method.learning_rate must be > 0, got {self.learning_rate}.")
+        if self.name == "tpgm" and self.proj_freq == 0 and self.post_hoc_iters == 0:
+            raise ValueError(
+                "method 'tpgm' with proj_freq=0 and post_hoc_iters=0 never projects; set "
+                "proj_freq >= 1 (during training) or post_hoc_iters >= 1 (at the end)."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A fine-tuning run.
+
+    Attributes:
+      epochs: passes over the training split.
+      batch_size: training batch size (the last partial batch is dropped).
+      eval_batch_size: evaluation batch size.
+      lr_schedule: ``constant``, ``cosine`` (per step) or ``cosine_per_epoch``
+        (constant within an epoch, as the reference).
+      warmup_epochs: linear warm-up before the schedule.
+      seed: seeds the data order (through the state's RNG) and the new head.
+      checkpoint_every: save every this many steps (and at the end); 0 = only at
+        the end of each epoch.
+      keep_checkpoints: how many to keep.
+      progress: show a progress bar.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    eval_batch_size: int = 512
+    lr_schedule: str = "cosine_per_epoch"
+    warmup_epochs: int = 0
+    seed: int = 0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    progress: bool = True
+    method: MethodConfig = dataclasses.field(default_factory=MethodConfig)
+
+    def __post_init__(self):
+        _check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {choices}.")
+
+
+def apply_overrides(config: Any, overrides: list[str] | dict[str, Any]) -> Any:
+    """Returns ``config`` with ``key=value`` overrides (``method.learning_rate=0.1``).
+
+    Values are parsed as Python literals when possible (``3``, ``0.1``, ``True``,
+    ``'adamw'``), else kept as strings.
+
+    Raises:
+      KeyError: for a key the config does not have, listing the valid keys.
+    """
+    import ast
+
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        items = []
+        for item in overrides:
+            if "=" not in item:
+                raise ValueError(f"override {item!r} must look like key=value.")
+            key, raw = item.split("=", 1)
+            try:
+                value = ast.literal_eval(raw)
+            except (ValueError, SyntaxError):
+                value = raw
+            items.append((key.strip(), value))
+    for key, value in items:
+        config = _replace_path(config, key.split("."), value, key)
+    return config
+
+
+def _replace_path(config: Any, parts: list[str], value: Any, full_key: str) -> Any:
+    names = [f.name for f in dataclasses.fields(config)]
+    head = parts[0]
+    if head not in names:
+        raise KeyError(f"config has no key {full_key!r}: {type(config).__name__} has {names}.")
+    if len(parts) == 1:
+        current = getattr(config, head)
+        if dataclasses.is_dataclass(current):
+            raise KeyError(f"{full_key!r} is a group; set one of its keys, e.g. {full_key}.x=...")
+        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        return dataclasses.replace(config, **{head: value})
+    child = getattr(config, head)
+    if not dataclasses.is_dataclass(child):
+        raise KeyError(f"config has no key {full_key!r}: {head!r} is not a group.")
+    return dataclasses.replace(config, **{head: _replace_path(child, parts[1:], value, full_key)})

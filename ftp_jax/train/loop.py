@@ -1,0 +1,464 @@
+"""``fit``: fine-tune a model with any method, select the best epoch, resume exactly.
+
+The loop is host-side Python around jitted pure steps (``steps.py``): epochs of
+training batches, TPGM's projection schedule, evaluation on the ID validation
+split after every epoch, best-epoch selection on it (as the reference does), and
+the test/OOD numbers of the selected epoch at the end. Metrics go to
+``<workdir>/metrics.jsonl``; checkpoints to ``<workdir>/checkpoints``; the final
+numbers to ``<workdir>/result.json``. A run started again in the same work
+directory resumes from its last checkpoint and ends bit-identical to an
+uninterrupted run; a finished run returns its stored result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import ftp_jax
+from ftp_jax.train.checkpoint import Checkpointer, fingerprint
+from ftp_jax.train.config import TrainConfig
+from ftp_jax.train.methods import build_method
+from ftp_jax.train.steps import (
+    TrainState,
+    cross_entropy,
+    make_eval_step,
+    make_train_step,
+    split_model,
+)
+
+__all__ = ["EvalSet", "ArrayTrainData", "TrainData", "FitResult", "fit", "evaluate"]
+
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+    """A named evaluation set held in memory: images (N, H, W, C) and labels (N,)."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self):
+        if len(self.images) != len(self.labels):
+            raise ValueError(
+                f"eval set {self.name!r}: {len(self.images)} images but {len(self.labels)} labels."
+            )
+        if len(self.labels) == 0:
+            raise ValueError(f"eval set {self.name!r} is empty.")
+
+
+class TrainData(Protocol):
+    """Training batches, deterministic given (seed, epoch), resumable mid-epoch."""
+
+    steps_per_epoch: int
+
+    def batches(self, seed: int, epoch: int, start: int) -> Iterator[dict[str, np.ndarray]]:
+        """Batches ``start, start + 1, ...`` of ``epoch`` in the order set by ``seed``."""
+        ...
+
+
+class ArrayTrainData:
+    """In-memory training data: a fresh permutation per (seed, epoch); drops the remainder."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} training images but {len(labels)} labels.")
+        if len(labels) < batch_size:
+            raise ValueError(
+                f"the training split has {len(labels)} examples, fewer than one batch of "
+                f"{batch_size}; lower the batch size or use more data."
+            )
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.steps_per_epoch = len(labels) // batch_size
+
+    def batches(self, seed: int, epoch: int, start: int) -> Iterator[dict[str, np.ndarray]]:
+        order = np.random.default_rng([seed, epoch]).permutation(len(self.labels))
+        for index in range(start, self.steps_per_epoch):
+            rows = order[index * self.batch_size : (index + 1) * self.batch_size]
+            yield {"image": self.images[rows], "label": self.labels[rows]}
+
+
+@dataclasses.dataclass
+class FitResult:
+    """The outcome of :func:`fit`."""
+
+    best_epoch: int  # 1-based epoch selected on the validation split
+    validation: dict[str, float]  # loss and accuracy of the selected epoch
+    tests: dict[str, dict[str, float]]  # per test/OOD set, of the selected epoch
+    history: list[dict[str, Any]]  # one record per epoch
+    skipped_steps: int  # steps skipped for a non-finite loss or gradient
+    steps: int  # optimizer steps taken
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _padded_batches(evalset: EvalSet, batch_size: int):
+    count = len(evalset.labels)
+    for start in range(0, count, batch_size):
+        images = evalset.images[start : start + batch_size]
+        labels = evalset.labels[start : start + batch_size]
+        real = len(labels)
+        mask = np.zeros(batch_size, bool)
+        mask[:real] = True
+        if real < batch_size:
+            pad = batch_size - real
+            images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+            labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
+        yield {"image": images, "label": labels, "mask": mask}
+
+
+def evaluate(eval_step, params, model_state, evalset: EvalSet, batch_size: int) -> dict:
+    """Loss and accuracy of the model on ``evalset`` (padded batches, one compile)."""
+    totals = {"loss_sum": 0.0, "correct": 0, "count": 0}
+    for batch in _padded_batches(evalset, batch_size):
+        sums = jax.device_get(eval_step(params, model_state, batch))
+        for key in totals:
+            totals[key] += sums[key].item()
+    return {
+        "loss": totals["loss_sum"] / totals["count"],
+        "accuracy": totals["correct"] / totals["count"],
+        "count": totals["count"],
+    }
+
+
+def _heldout_batches(evalset: EvalSet, batch_size: int, start: int):
+    """Full held-out batches in a fixed order, cycled forever, from batch ``start``."""
+    count = max(len(evalset.labels) // batch_size, 1)
+    size = min(batch_size, len(evalset.labels))
+    index = start
+    while True:
+        rows = slice((index % count) * size, (index % count + 1) * size)
+        yield {"image": evalset.images[rows], "label": evalset.labels[rows]}
+        index += 1
+
+
+def _per_leaf(tree: PyTree) -> dict[str, float]:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {ftp_jax.leaf_path(path): float(value) for path, value in flat}
+
+
+def _distances(params: PyTree, anchor: PyTree) -> dict[str, float]:
+    """L2 distance of every leaf from its pre-trained value."""
+    return _per_leaf(
+        jax.tree_util.tree_map(lambda p, a: jnp.sqrt(jnp.sum(jnp.square(p - a))), params, anchor)
+    )
+
+
+def _radii(method_name: str, state: TrainState) -> dict[str, float]:
+    if method_name == "ftp":
+        return _per_leaf(ftp_jax.ftp_radii(state.opt_state))
+    if method_name == "tpgm" and not isinstance(state.projection, optax.EmptyState):
+        if bool(state.projection.initialized):
+            return _per_leaf(ftp_jax.tpgm_radii(state.projection))
+    return {}
+
+
+class _Metrics:
+    """Appends JSON lines to ``metrics.jsonl``; on resume drops lines past the checkpoint."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        if resume_step is None:
+            path.write_text("")
+        elif path.exists():
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line and json.loads(line)["step"] <= resume_step
+            ]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class _Interrupt:
+    """Turns SIGTERM into a checkpoint at the next step boundary, then exit 143."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def fit(
+    model: nnx.Module,
+    config: TrainConfig,
+    train: TrainData,
+    validation: EvalSet,
+    tests: Sequence[EvalSet],
+    workdir: str | Path,
+    *,
+    heldout: EvalSet | None = None,
+    stop_after_steps: int | None = None,
+) -> FitResult:
+    """Fine-tunes ``model`` with ``config.method`` and returns the selected epoch's numbers.
+
+    Args:
+      model: the NNX model, pre-trained weights loaded and a fresh head attached.
+        Its params at entry are the anchor (FTP, TPGM) and the distance reference.
+      config: the run's configuration.
+      train: training batches (e.g. :class:`ArrayTrainData`).
+      validation: the ID validation split: best-epoch selection.
+      tests: ID test and OOD sets, evaluated with the selected epoch's params.
+      workdir: where metrics, checkpoints and the result go; a run started again
+        in the same directory resumes.
+      heldout: TPGM's held-out data (default: ``validation``, as the reference).
+      stop_after_steps: stop (after checkpointing) once this many steps are done,
+        as if interrupted; for tests of resumption.
+
+    Returns:
+      A :class:`FitResult`; also written to ``<workdir>/result.json``.
+
+    Raises:
+      CheckpointMismatchError: the work directory holds another run's checkpoint.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    graphdef, params, model_state = split_model(model)
+    # Copies: the jitted step donates the state's buffers, these must survive it.
+    copy = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)  # noqa: E731
+    anchor = copy(params)
+    heldout = heldout or validation
+    steps_per_epoch = train.steps_per_epoch
+    total_steps = config.epochs * steps_per_epoch
+
+    def heldout_loss(params, batch):
+        model = nnx.merge(graphdef, params, batch["model_state"])
+        model.eval()
+        return cross_entropy(model(batch["image"]), batch["label"])
+
+    method = build_method(config, params, steps_per_epoch, heldout_loss)
+    tpgm = method.projection or method.post_hoc
+    state = TrainState(
+        step=jnp.zeros([], jnp.int32),
+        params=params,
+        model_state=model_state,
+        opt_state=method.tx.init(params),
+        projection=tpgm.init(params) if tpgm else optax.EmptyState(),
+        rng=jax.random.key_data(jax.random.PRNGKey(config.seed)),
+        skipped_steps=jnp.zeros([], jnp.int32),
+    )
+    extra = {"best_params": copy(params), "best_model_state": copy(model_state)}
+    settings = dataclasses.asdict(config)
+    for key in ("progress", "checkpoint_every", "keep_checkpoints", "eval_batch_size"):
+        settings.pop(key)
+    run_id = fingerprint((state, extra), config=settings)
+    result_path = workdir / "result.json"
+    if result_path.exists():
+        stored = json.loads(result_path.read_text())
+        if stored.get("fingerprint") == run_id:
+            stored.pop("fingerprint")
+            return FitResult(**stored)
+
+    checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
+    progress = {
+        "epoch": 0,  # the epoch in progress (0-based)
+        "batch": 0,  # batches of it done
+        "heldout_consumed": 0,
+        "best_accuracy": -1.0,
+        "best_epoch": 0,
+        "epoch_sums": {"loss": 0.0, "correct": 0, "count": 0},
+        "history": [],
+    }
+    latest = checkpointer.latest_step()
+    if latest is not None:
+        state, extra, meta = checkpointer.restore(latest, state, extra, run_id)
+        progress = meta["progress"]
+    metrics = _Metrics(workdir / "metrics.jsonl", latest)
+
+    def save() -> None:
+        meta = {"fingerprint": run_id, "description": settings["method"], "progress": progress}
+        checkpointer.save(int(state.step), state, extra, meta)
+
+    train_step = jax.jit(make_train_step(graphdef, method.tx), donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(graphdef))
+    if method.projection is not None:
+        update_step = jax.jit(method.projection.update_step)
+        apply_projection = jax.jit(method.projection.apply)
+    step = int(state.step)
+    bar = _progress_bar(config.progress, total_steps, step, config.method.name)
+    stopped = False
+    with _Interrupt() as interrupt:
+        while progress["epoch"] < config.epochs and not stopped:
+            epoch = progress["epoch"]
+            seed = int(
+                jax.random.randint(
+                    jax.random.fold_in(jax.random.wrap_key_data(state.rng), epoch),
+                    (),
+                    0,
+                    np.iinfo(np.int32).max,
+                )
+            )
+            sums = progress["epoch_sums"]
+            started = time.perf_counter()
+            for batch in train.batches(seed, epoch, progress["batch"]):
+                iteration = progress["batch"]
+                state, step_metrics = train_step(state, batch)
+                if method.projection is not None:
+                    action = ftp_jax.projection_action(iteration, method.proj_freq)
+                    state = _project(
+                        state,
+                        action,
+                        method.projection,
+                        update_step,
+                        apply_projection,
+                        heldout,
+                        config,
+                        progress,
+                    )
+                step_metrics = jax.device_get(step_metrics)
+                sums["loss"] += float(step_metrics["loss"])
+                sums["correct"] += int(step_metrics["correct"])
+                sums["count"] += int(step_metrics["count"])
+                progress["batch"] += 1
+                step = int(state.step)
+                if bar is not None:
+                    elapsed = max(time.perf_counter() - started, 1e-9)
+                    bar.update(1)
+                    bar.set_postfix(
+                        epoch=epoch + 1,
+                        loss=f"{sums['loss'] / progress['batch']:.3f}",
+                        acc=f"{sums['correct'] / max(sums['count'], 1):.3f}",
+                        ex_per_s=f"{sums['count'] / elapsed:.0f}",
+                        refresh=False,
+                    )
+                epoch_done = progress["batch"] == steps_per_epoch  # its end saves anyway
+                if config.checkpoint_every and step % config.checkpoint_every == 0:
+                    if not epoch_done:
+                        save()
+                if interrupt.requested or (stop_after_steps and step >= stop_after_steps):
+                    save()
+                    stopped = True
+                    break
+            if stopped:
+                break
+            record = _end_of_epoch(state, eval_step, validation, config, anchor, progress)
+            metrics.write(record)
+            if record["val_accuracy"] > progress["best_accuracy"]:
+                progress["best_accuracy"] = record["val_accuracy"]
+                progress["best_epoch"] = epoch + 1
+                extra = {
+                    "best_params": copy(state.params),
+                    "best_model_state": copy(state.model_state),
+                }
+            progress.update(
+                epoch=epoch + 1, batch=0, epoch_sums={"loss": 0.0, "correct": 0, "count": 0}
+            )
+            progress["history"].append(record)
+            save()
+    if bar is not None:
+        bar.close()
+    checkpointer.close()
+    if stopped:
+        if interrupt.requested:
+            raise SystemExit(143)
+        return None  # type: ignore[return-value]
+
+    best_params, best_model_state = extra["best_params"], extra["best_model_state"]
+    if method.post_hoc is not None:
+        projection_state = state.projection
+        best_params, projection_state, _, _ = ftp_jax.run_projection_update(
+            method.post_hoc,
+            best_params,
+            projection_state,
+            _with_state(_heldout_batches(heldout, config.batch_size, 0), best_model_state),
+            update_step=jax.jit(method.post_hoc.update_step),
+            apply=jax.jit(method.post_hoc.apply),
+        )
+    result = FitResult(
+        best_epoch=progress["best_epoch"],
+        validation=evaluate(
+            eval_step, best_params, best_model_state, validation, config.eval_batch_size
+        ),
+        tests={
+            s.name: evaluate(eval_step, best_params, best_model_state, s, config.eval_batch_size)
+            for s in tests
+        },
+        history=progress["history"],
+        skipped_steps=int(state.skipped_steps),
+        steps=int(state.step),
+    )
+    metrics.write({"event": "result", "step": int(state.step), **result.to_json()})
+    result_path.write_text(json.dumps({"fingerprint": run_id, **result.to_json()}, indent=1))
+    return result
+
+
+def _with_state(batches, model_state):
+    for batch in batches:
+        yield {**batch, "model_state": model_state}
+
+
+def _project(state, action, projection, update_step, apply, heldout, config, progress):
+    """TPGM after a training step: a projection update (then apply), or apply only."""
+    if action == "update":
+        source = _with_state(
+            _heldout_batches(heldout, config.batch_size, progress["heldout_consumed"]),
+            state.model_state,
+        )
+        params, projection_state, _, _ = ftp_jax.run_projection_update(
+            projection,
+            state.params,
+            state.projection,
+            source,
+            update_step=update_step,
+            apply=apply,
+        )
+        progress["heldout_consumed"] += projection.max_iters
+    else:
+        params, projection_state = apply(state.params, state.projection)
+    return state._replace(params=params, projection=projection_state)
+
+
+def _end_of_epoch(state, eval_step, validation, config, anchor, progress) -> dict[str, Any]:
+    sums = progress["epoch_sums"]
+    val = evaluate(eval_step, state.params, state.model_state, validation, config.eval_batch_size)
+    return {
+        "event": "epoch",
+        "epoch": progress["epoch"] + 1,
+        "step": int(state.step),
+        "train_loss": sums["loss"] / max(progress["batch"], 1),
+        "train_accuracy": sums["correct"] / max(sums["count"], 1),
+        "val_loss": val["loss"],
+        "val_accuracy": val["accuracy"],
+        "skipped_steps": int(state.skipped_steps),
+        "radius": _radii(config.method.name, state),
+        "distance": _distances(state.params, anchor),
+    }
+
+
+def _progress_bar(enabled: bool, total: int, initial: int, name: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=name, unit="step", leave=False)

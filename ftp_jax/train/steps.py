@@ -1,0 +1,121 @@
+"""Pure train and eval steps over pytrees, with a Flax NNX model at the boundary.
+
+The model is split once into a static ``graphdef``, its trainable ``nnx.Param``
+values and the rest of its state (batch statistics, RNG state), all as pure
+dicts; the steps merge them back, run the model, and split again. They are
+jittable functions of arrays only:
+
+``train_step(state, batch) -> (state, metrics)`` and
+``eval_step(params, model_state, batch) -> metrics``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+__all__ = ["TrainState", "split_model", "make_train_step", "make_eval_step", "cross_entropy"]
+
+PyTree = Any
+
+
+class TrainState(NamedTuple):
+    """Everything a fine-tuning run needs to continue; saved in checkpoints."""
+
+    step: chex.Array  # int32 []: optimizer steps taken.
+    params: PyTree  # the model's nnx.Param values, as a pure dict.
+    model_state: PyTree  # the model's other variables (batch statistics, RNG state).
+    opt_state: optax.OptState  # the optimizer's state (FTP's anchor and radii included).
+    projection: PyTree  # TPGMState for TPGM, optax.EmptyState() otherwise.
+    rng: chex.Array  # uint32 [2]: raw key; the data order of epoch e uses fold_in(rng, e).
+    skipped_steps: chex.Array  # int32 []: steps skipped for a non-finite loss or gradient.
+
+
+def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, PyTree, PyTree]:
+    """``(graphdef, params, model_state)`` of an NNX model, states as pure dicts."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy with integer labels."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def _forward(graphdef, params, model_state, images, *, train: bool):
+    model = nnx.merge(graphdef, params, model_state)
+    model.train() if train else model.eval()
+    logits = model(images)
+    _, _, new_model_state = nnx.split(model, nnx.Param, ...)
+    return logits, nnx.to_pure_dict(new_model_state)
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation):
+    """The training step: forward in train mode, backward, optimizer update.
+
+    A step whose loss or gradient is not finite changes nothing but
+    ``skipped_steps`` and ``step`` (the batch is consumed): the params, the
+    optimizer state (FTP's anchor, radii and moments) and the batch statistics
+    stay as they were.
+    """
+
+    def train_step(state: TrainState, batch: dict[str, jax.Array]):
+        def loss_fn(params):
+            logits, model_state = _forward(
+                graphdef, params, state.model_state, batch["image"], train=True
+            )
+            return cross_entropy(logits, batch["label"]), (logits, model_state)
+
+        (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.all(
+            jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)])
+        )
+        keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
+            lambda n, o: jnp.where(finite, n, o), new, old
+        )
+        new_state = state._replace(
+            step=state.step + 1,
+            params=keep(params, state.params),
+            model_state=keep(model_state, state.model_state),
+            opt_state=keep(opt_state, state.opt_state),
+            skipped_steps=state.skipped_steps + jnp.where(finite, 0, 1).astype(jnp.int32),
+        )
+        metrics = {
+            "loss": loss,
+            "correct": jnp.sum(jnp.argmax(logits, -1) == batch["label"]),
+            "count": jnp.asarray(batch["label"].shape[0]),
+            "finite": finite,
+        }
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(graphdef: nnx.GraphDef):
+    """The evaluation step: forward in eval mode; sums over the unmasked examples.
+
+    ``batch["mask"]`` (optional, bool) marks the real examples of a padded batch,
+    so that every batch has one shape and the step compiles once.
+    """
+
+    def eval_step(params: PyTree, model_state: PyTree, batch: dict[str, jax.Array]):
+        logits, _ = _forward(graphdef, params, model_state, batch["image"], train=False)
+        mask = batch.get("mask", jnp.ones(batch["label"].shape, bool))
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+        correct = (jnp.argmax(logits, -1) == batch["label"]) & mask
+        return {
+            "loss_sum": jnp.sum(jnp.where(mask, losses, 0.0)),
+            "correct": jnp.sum(correct),
+            "count": jnp.sum(mask),
+        }
+
+    return eval_step

@@ -1,0 +1,228 @@
+"""Tests for ftp_jax.train: the loop end to end, checkpoints and resumption, config."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import chex
+import jax
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+from absl.testing import parameterized
+from flax import nnx
+
+from ftp_jax.train import (
+    Checkpointer,
+    CheckpointMismatchError,
+    MethodConfig,
+    TrainConfig,
+    apply_overrides,
+)
+from ftp_jax.train.steps import TrainState, split_model
+from tests import tiny_fit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _final_state(workdir, method):
+    """The last checkpoint's TrainState and extra trees, restored."""
+    checkpointer = Checkpointer(Path(workdir) / "checkpoints")
+    step = checkpointer.latest_step()
+    restored = checkpointer._manager.restore(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(), extra=ocp.args.StandardRestore()),
+    )
+    checkpointer.close()
+    return step, {"state": restored.state, "extra": restored.extra}
+
+
+class _TempdirTest(parameterized.TestCase):
+    def tmpdir(self) -> str:
+        path = tempfile.mkdtemp(prefix="ftp_jax_test_")
+        self.addCleanup(shutil.rmtree, path, ignore_errors=True)
+        return path
+
+
+class LoopTest(_TempdirTest):
+    @parameterized.parameters("vanilla", "linear_probe", "ftp", "tpgm")
+    def test_end_to_end(self, method):
+        workdir = self.tmpdir()
+        result = tiny_fit.run(workdir, method)
+        self.assertBetween(result.best_epoch, 1, 3)
+        self.assertEqual(result.steps, 3 * (200 // 16))
+        self.assertGreater(result.validation["accuracy"], 0.6)  # 3 classes: chance is 1/3
+        self.assertEqual(set(result.tests), {"test"})
+        lines = [json.loads(x) for x in Path(workdir, "metrics.jsonl").read_text().splitlines()]
+        epochs = [x for x in lines if x["event"] == "epoch"]
+        self.assertLen(epochs, 3)
+        self.assertEqual(lines[-1]["event"], "result")
+        self.assertIn("body/kernel", epochs[-1]["distance"])
+        if method in ("ftp", "tpgm"):
+            self.assertIn("body/kernel", epochs[-1]["radius"])
+            self.assertNotIn("head/kernel", epochs[-1]["radius"])
+            # Projected: the body moved less than its radius allows per row, in L1.
+        else:
+            self.assertEqual(epochs[-1]["radius"], {})
+        if method == "linear_probe":
+            self.assertEqual(epochs[-1]["distance"]["body/kernel"], 0.0)
+            self.assertGreater(epochs[-1]["distance"]["head/kernel"], 0.0)
+        else:
+            self.assertGreater(epochs[-1]["distance"]["body/kernel"], 0.0)
+        # A finished run returns its stored result without training again.
+        again = tiny_fit.run(workdir, method)
+        self.assertEqual(again.to_json(), result.to_json())
+
+    def test_head_pattern_must_match(self):
+        train, validation, tests = tiny_fit.data()
+        config = TrainConfig(
+            epochs=1,
+            batch_size=16,
+            progress=False,
+            method=MethodConfig(name="ftp", head_pattern=r"classifier/.*"),
+        )
+        with self.assertRaisesRegex(ValueError, r"rule 'classifier/\.\*' matched no parameter"):
+            from ftp_jax.train import fit
+
+            fit(
+                tiny_fit.TinyNet(nnx.Rngs(0)),
+                config,
+                train,
+                validation,
+                tests,
+                self.tmpdir(),
+            )
+
+
+class ResumeTest(_TempdirTest):
+    @parameterized.parameters("ftp", "tpgm")
+    def test_resumed_run_is_bit_identical(self, method):
+        straight = self.tmpdir()
+        resumed = self.tmpdir()
+        expected = tiny_fit.run(straight, method)
+        self.assertIsNone(tiny_fit.run(resumed, method, stop_after_steps=17))
+        self.assertFalse(Path(resumed, "result.json").exists())
+        result = tiny_fit.run(resumed, method)
+        self.assertEqual(result.to_json(), expected.to_json())
+        self.assertEqual(
+            Path(resumed, "metrics.jsonl").read_text(), Path(straight, "metrics.jsonl").read_text()
+        )
+        step_a, state_a = _final_state(straight, method)
+        step_b, state_b = _final_state(resumed, method)
+        self.assertEqual(step_a, step_b)
+        chex.assert_trees_all_equal(state_a, state_b)
+
+    @parameterized.parameters(signal.SIGKILL, signal.SIGTERM)
+    def test_killed_run_resumes_identically(self, signum):
+        straight = self.tmpdir()
+        killed = self.tmpdir()
+        expected = tiny_fit.run(straight, "ftp")
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.tiny_fit", killed, "ftp"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        checkpoints = Path(killed, "checkpoints")
+        deadline = time.time() + 120
+        while time.time() < deadline:  # wait for a first checkpoint, then kill mid-run
+            if checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir()):
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)
+        process.send_signal(signum)
+        code = process.wait(timeout=120)
+        self.assertEqual(code, -signal.SIGKILL if signum == signal.SIGKILL else 143)
+        self.assertFalse(Path(killed, "result.json").exists())
+        result = tiny_fit.run(killed, "ftp")
+        self.assertEqual(result.to_json(), expected.to_json())
+        chex.assert_trees_all_equal(
+            _final_state(straight, "ftp")[1], _final_state(killed, "ftp")[1]
+        )
+
+    def test_half_written_checkpoint_is_ignored(self):
+        straight = self.tmpdir()
+        workdir = self.tmpdir()
+        expected = tiny_fit.run(straight, "ftp")
+        tiny_fit.run(workdir, "ftp", stop_after_steps=8)
+        # A save interrupted by a kill: orbax's temporary directory, never finalized.
+        partial = Path(workdir, "checkpoints", "30.orbax-checkpoint-tmp-123")
+        partial.mkdir()
+        (partial / "garbage").write_text("half")
+        self.assertEqual(Checkpointer(Path(workdir, "checkpoints")).latest_step(), 8)
+        self.assertEqual(tiny_fit.run(workdir, "ftp").to_json(), expected.to_json())
+
+    def test_other_method_checkpoint_is_refused(self):
+        workdir = self.tmpdir()
+        tiny_fit.run(workdir, "ftp", stop_after_steps=8)
+        with self.assertRaisesRegex(CheckpointMismatchError, r"belongs to another run"):
+            tiny_fit.run(workdir, "vanilla")
+
+    def test_corrupted_checkpoint_is_refused(self):
+        workdir = self.tmpdir()
+        tiny_fit.run(workdir, "ftp", stop_after_steps=8)
+        step_dir = Path(workdir, "checkpoints", "8")
+        for path in step_dir.rglob("*"):
+            if path.is_file() and "meta" not in str(path.relative_to(step_dir)):
+                path.write_bytes(b"\x00corrupt")
+        with self.assertRaisesRegex(CheckpointMismatchError, r"cannot restore the checkpoint"):
+            tiny_fit.run(workdir, "ftp")
+
+    def test_prng_key_model_state_round_trips(self):
+        class WithDropout(nnx.Module):
+            def __init__(self, rngs):
+                self.dense = nnx.Linear(2, 2, rngs=rngs)
+                self.dropout = nnx.Dropout(0.5, rngs=rngs)
+
+        graphdef, params, model_state = split_model(WithDropout(nnx.Rngs(0)))
+        state = TrainState(
+            step=jax.numpy.zeros([], jax.numpy.int32),
+            params=params,
+            model_state=model_state,
+            opt_state=optax.sgd(0.1).init(params),
+            projection=optax.EmptyState(),
+            rng=jax.random.key_data(jax.random.PRNGKey(0)),
+            skipped_steps=jax.numpy.zeros([], jax.numpy.int32),
+        )
+        checkpointer = Checkpointer(self.tmpdir())
+        extra = {"best": params}
+        checkpointer.save(1, state, extra, {"fingerprint": "x"})
+        restored, _, _ = checkpointer.restore(1, state, extra, "x")
+        key = restored.model_state["dropout"]["rngs"]["key"]
+        self.assertTrue(jax.numpy.issubdtype(key.dtype, jax.dtypes.prng_key))
+        np.testing.assert_array_equal(
+            jax.random.key_data(key), jax.random.key_data(model_state["dropout"]["rngs"]["key"])
+        )
+
+
+class ConfigTest(parameterized.TestCase):
+    def test_overrides(self):
+        config = apply_overrides(
+            TrainConfig(), ["epochs=3", "method.name='ftp'", "method.learning_rate=1"]
+        )
+        self.assertEqual(config.epochs, 3)
+        self.assertEqual(config.method.name, "ftp")
+        self.assertIsInstance(config.method.learning_rate, float)
+
+    def test_unknown_key(self):
+        with self.assertRaisesRegex(KeyError, r"no key 'method.lr'.*learning_rate"):
+            apply_overrides(TrainConfig(), ["method.lr=0.1"])
+
+    def test_unknown_method(self):
+        with self.assertRaisesRegex(ValueError, r"unknown method.name 'ftpp'"):
+            MethodConfig(name="ftpp")
+
+
+if __name__ == "__main__":
+    pytest.main([__file__])

@@ -462,3 +462,32 @@ def _progress_bar(enabled: bool, total: int, initial: int, name: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc=name, unit="step", leave=False)
+
+
+def restore_best(model: nnx.Module, workdir: str | Path) -> nnx.Module:
+    """Loads the selected epoch's params (and batch statistics) of a finished run into ``model``.
+
+    Raises:
+      FileNotFoundError: if ``workdir`` holds no finished run.
+    """
+    workdir = Path(workdir)
+    if not (workdir / "result.json").exists():
+        raise FileNotFoundError(f"no finished run in {workdir} (no result.json).")
+    checkpointer = Checkpointer(workdir / "checkpoints")
+    step = checkpointer.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}.")
+    import orbax.checkpoint as ocp
+
+    restored = checkpointer._manager.restore(
+        step, args=ocp.args.Composite(extra=ocp.args.StandardRestore())
+    )
+    checkpointer.close()
+    graphdef, params, model_state = split_model(model)
+    best = restored.extra
+    params = jax.tree_util.tree_map(lambda _, x: jnp.asarray(x), params, best["best_params"])
+    model_state = jax.tree_util.tree_map(
+        lambda _, x: jnp.asarray(x), model_state, best["best_model_state"]
+    )
+    nnx.update(model, params, model_state)
+    return model

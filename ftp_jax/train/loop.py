@@ -121,10 +121,14 @@ def _padded_batches(evalset: EvalSet, batch_size: int):
         yield {"image": images, "label": labels, "mask": mask}
 
 
-def evaluate(eval_step, params, model_state, evalset: EvalSet, batch_size: int) -> dict:
+def evaluate(
+    eval_step, params, model_state, evalset: EvalSet, batch_size: int, placement=None
+) -> dict:
     """Loss and accuracy of the model on ``evalset`` (padded batches, one compile)."""
     totals = {"loss_sum": 0.0, "correct": 0, "count": 0}
     for batch in _padded_batches(evalset, batch_size):
+        if placement is not None:
+            batch = placement.batch(batch)
         sums = jax.device_get(eval_step(params, model_state, batch))
         for key in totals:
             totals[key] += sums[key].item()
@@ -165,6 +169,37 @@ def _radii(method_name: str, state: TrainState) -> dict[str, float]:
         if bool(state.projection.initialized):
             return _per_leaf(ftp_jax.tpgm_radii(state.projection))
     return {}
+
+
+class _Placement:
+    """Where arrays go: one device, or batches split over a mesh's "data" axis."""
+
+    def __init__(self, mesh: jax.sharding.Mesh | None, batch_size: int, eval_batch_size: int):
+        self.mesh = mesh
+        if mesh is None:
+            return
+        if "data" not in mesh.axis_names:
+            raise ValueError(f"`mesh` needs a 'data' axis, it has {mesh.axis_names}.")
+        devices = mesh.shape["data"]
+        for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if size % devices:
+                raise ValueError(
+                    f"{name}={size} does not split over the {devices} devices of the mesh's "
+                    f"'data' axis; use a multiple of {devices}."
+                )
+        P = jax.sharding.PartitionSpec
+        self._replicated = jax.sharding.NamedSharding(mesh, P())
+        self._split = jax.sharding.NamedSharding(mesh, P("data"))
+
+    def replicate(self, tree: PyTree) -> PyTree:
+        if self.mesh is None:
+            return tree
+        return jax.device_put(tree, self._replicated)
+
+    def batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        if self.mesh is None:
+            return batch
+        return jax.device_put(batch, self._split)
 
 
 class _Metrics:
@@ -220,6 +255,7 @@ def fit(
     *,
     heldout: EvalSet | None = None,
     stop_after_steps: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> FitResult:
     """Fine-tunes ``model`` with ``config.method`` and returns the selected epoch's numbers.
 
@@ -235,6 +271,11 @@ def fit(
       heldout: TPGM's held-out data (default: ``validation``, as the reference).
       stop_after_steps: stop (after checkpointing) once this many steps are done,
         as if interrupted; for tests of resumption.
+      mesh: data-parallel training over this mesh's ``"data"`` axis: every batch is
+        split over it, the state is replicated (``jax.sharding``; the jitted steps
+        are the same functions, partitioned by XLA). ``None``: one device.
+        Build one over all local devices with
+        ``jax.make_mesh((jax.local_device_count(),), ("data",))``.
 
     Returns:
       A :class:`FitResult`; also written to ``<workdir>/result.json``.
@@ -244,6 +285,7 @@ def fit(
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    placement = _Placement(mesh, config.batch_size, config.eval_batch_size)
     graphdef, params, model_state = split_model(model)
     # Copies: the jitted step donates the state's buffers, these must survive it.
     copy = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)  # noqa: E731
@@ -290,6 +332,7 @@ def fit(
         "epoch_sums": {"loss": 0.0, "correct": 0, "count": 0},
         "history": [],
     }
+    state, extra = placement.replicate(state), placement.replicate(extra)
     latest = checkpointer.latest_step()
     if latest is not None:
         state, extra, meta = checkpointer.restore(latest, state, extra, run_id)
@@ -323,7 +366,7 @@ def fit(
             started = time.perf_counter()
             for batch in train.batches(seed, epoch, progress["batch"]):
                 iteration = progress["batch"]
-                state, step_metrics = train_step(state, batch)
+                state, step_metrics = train_step(state, placement.batch(batch))
                 if method.projection is not None:
                     action = ftp_jax.projection_action(iteration, method.proj_freq)
                     state = _project(
@@ -362,7 +405,9 @@ def fit(
                     break
             if stopped:
                 break
-            record = _end_of_epoch(state, eval_step, validation, config, anchor, progress)
+            record = _end_of_epoch(
+                state, eval_step, validation, config, anchor, progress, placement
+            )
             metrics.write(record)
             if record["val_accuracy"] > progress["best_accuracy"]:
                 progress["best_accuracy"] = record["val_accuracy"]
@@ -398,10 +443,17 @@ def fit(
     result = FitResult(
         best_epoch=progress["best_epoch"],
         validation=evaluate(
-            eval_step, best_params, best_model_state, validation, config.eval_batch_size
+            eval_step,
+            best_params,
+            best_model_state,
+            validation,
+            config.eval_batch_size,
+            placement,
         ),
         tests={
-            s.name: evaluate(eval_step, best_params, best_model_state, s, config.eval_batch_size)
+            s.name: evaluate(
+                eval_step, best_params, best_model_state, s, config.eval_batch_size, placement
+            )
             for s in tests
         },
         history=progress["history"],
@@ -439,9 +491,13 @@ def _project(state, action, projection, update_step, apply, heldout, config, pro
     return state._replace(params=params, projection=projection_state)
 
 
-def _end_of_epoch(state, eval_step, validation, config, anchor, progress) -> dict[str, Any]:
+def _end_of_epoch(
+    state, eval_step, validation, config, anchor, progress, placement
+) -> dict[str, Any]:
     sums = progress["epoch_sums"]
-    val = evaluate(eval_step, state.params, state.model_state, validation, config.eval_batch_size)
+    val = evaluate(
+        eval_step, state.params, state.model_state, validation, config.eval_batch_size, placement
+    )
     return {
         "event": "epoch",
         "epoch": progress["epoch"] + 1,

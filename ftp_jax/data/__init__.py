@@ -23,8 +23,22 @@ from ftp_jax.data._loader import (
     open_split,
     percent_split,
 )
+from ftp_jax.data.transforms import (
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    eval_transform,
+    train_transform,
+)
 
 __all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "eval_transform",
+    "train_transform",
     "CORRUPTED_DATASETS",
     "CORRUPTIONS",
     "DATASETS",

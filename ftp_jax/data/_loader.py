@@ -265,6 +265,7 @@ def batches(
     image_key: str = "image",
     label_key: str = "label",
     num_classes: int | None = None,
+    transform: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """One epoch of batches ``{"image": float32 (b, h, w, c) in [0, 1], "label": int32 (b,)}``.
 
@@ -290,6 +291,12 @@ def batches(
       num_classes: labels must lie in ``[0, num_classes)``; by default the
         ``num_classes`` of a ``SplitSource``'s label feature (unchecked when
         unknown).
+      transform: a per-example image transform ``(uint8 image, rng) -> float32
+        image`` (e.g. :func:`ftp_jax.data.train_transform`), applied before
+        stacking, so examples may have different sizes. ``rng`` is seeded by
+        ``(seed, epoch, example index)``: the augmentation of an example is a
+        pure function of those, whatever the batch or resume point. Without it,
+        images are scaled to ``[0, 1]``.
 
     Returns:
       An iterator over the ``num_batches(len, batch_size, drop_remainder) - start_batch``
@@ -330,6 +337,8 @@ def batches(
     if shuffle:
         plan = plan.shuffle(seed=_epoch_seed(seed, epoch))
     plan = plan.batch(batch_size, drop_remainder=drop_remainder)[start_batch:]
+    if transform is not None:
+        read = _transformed_reader(source, image_key, label_key, where, transform, seed, epoch)
     plan = plan.map(functools.partial(_make_batch, read=read, num_classes=num_classes, where=where))
     return (plan[i] for i in range(len(plan)))
 
@@ -378,6 +387,37 @@ def _batch_reader(
     return read, len(source)
 
 
+def _transformed_reader(source, image_key, label_key, where, transform, seed, epoch):
+    """Like ``_batch_reader``'s reader, with ``transform`` applied to each example."""
+    if isinstance(source, tuple):
+        images, labels = (np.asarray(array) for array in source)
+        fetch = lambda indices: [  # noqa: E731
+            {image_key: images[i], label_key: labels[i]} for i in indices
+        ]
+    elif hasattr(source, "__getitems__"):
+        fetch = lambda indices: source.__getitems__([int(i) for i in indices])  # noqa: E731
+    else:
+        fetch = lambda indices: [source[int(i)] for i in indices]  # noqa: E731
+
+    def read(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        examples = fetch(indices)
+        if examples and (image_key not in examples[0] or label_key not in examples[0]):
+            raise ValueError(
+                f"examples of {where} have keys {sorted(examples[0])}; `image_key` "
+                f"{image_key!r} and `label_key` {label_key!r} must be among them."
+            )
+        images = []
+        for index, example in zip(indices, examples, strict=True):
+            image = np.asarray(example[image_key])
+            _check_uint8(image.dtype)
+            rng = np.random.default_rng([seed, epoch, int(index)])
+            images.append(np.asarray(transform(image, rng), np.float32))
+        labels = np.asarray([example[label_key] for example in examples], dtype=np.int64)
+        return np.stack(images), labels
+
+    return read
+
+
 def _make_batch(
     indices: np.ndarray,
     *,
@@ -386,14 +426,13 @@ def _make_batch(
     where: str,
 ) -> dict[str, np.ndarray]:
     images, labels = read(indices)
-    _check_uint8(images.dtype)
     _check_labels(labels, indices, num_classes, where)
     if images.ndim == 3:  # (b, h, w): grayscale without a channel axis
         images = images[..., None]
-    return {
-        "image": images.astype(np.float32) / np.float32(255.0),
-        "label": labels.astype(np.int32),
-    }
+    if images.dtype != np.float32:  # not transformed: uint8 scaled to [0, 1]
+        _check_uint8(images.dtype)
+        images = images.astype(np.float32) / np.float32(255.0)
+    return {"image": images, "label": labels.astype(np.int32)}
 
 
 def _stack(

@@ -16,9 +16,9 @@ import dataclasses
 import json
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +29,14 @@ from flax import nnx
 import ftp_jax
 from ftp_jax.train.checkpoint import Checkpointer, fingerprint
 from ftp_jax.train.config import TrainConfig
+from ftp_jax.train.inputs import (
+    ArrayTrainData,
+    EvalData,
+    EvalSet,
+    SourceEvalSet,
+    SourceTrainData,
+    TrainData,
+)
 from ftp_jax.train.methods import build_method
 from ftp_jax.train.steps import (
     TrainState,
@@ -38,57 +46,20 @@ from ftp_jax.train.steps import (
     split_model,
 )
 
-__all__ = ["EvalSet", "ArrayTrainData", "TrainData", "FitResult", "fit", "evaluate"]
+__all__ = [
+    "ArrayTrainData",
+    "EvalData",
+    "EvalSet",
+    "FitResult",
+    "SourceEvalSet",
+    "SourceTrainData",
+    "TrainData",
+    "evaluate",
+    "fit",
+    "restore_best",
+]
 
 PyTree = Any
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalSet:
-    """A named evaluation set held in memory: images (N, H, W, C) and labels (N,)."""
-
-    name: str
-    images: np.ndarray
-    labels: np.ndarray
-
-    def __post_init__(self):
-        if len(self.images) != len(self.labels):
-            raise ValueError(
-                f"eval set {self.name!r}: {len(self.images)} images but {len(self.labels)} labels."
-            )
-        if len(self.labels) == 0:
-            raise ValueError(f"eval set {self.name!r} is empty.")
-
-
-class TrainData(Protocol):
-    """Training batches, deterministic given (seed, epoch), resumable mid-epoch."""
-
-    steps_per_epoch: int
-
-    def batches(self, seed: int, epoch: int, start: int) -> Iterator[dict[str, np.ndarray]]:
-        """Batches ``start, start + 1, ...`` of ``epoch`` in the order set by ``seed``."""
-        ...
-
-
-class ArrayTrainData:
-    """In-memory training data: a fresh permutation per (seed, epoch); drops the remainder."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int):
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} training images but {len(labels)} labels.")
-        if len(labels) < batch_size:
-            raise ValueError(
-                f"the training split has {len(labels)} examples, fewer than one batch of "
-                f"{batch_size}; lower the batch size or use more data."
-            )
-        self.images, self.labels, self.batch_size = images, labels, batch_size
-        self.steps_per_epoch = len(labels) // batch_size
-
-    def batches(self, seed: int, epoch: int, start: int) -> Iterator[dict[str, np.ndarray]]:
-        order = np.random.default_rng([seed, epoch]).permutation(len(self.labels))
-        for index in range(start, self.steps_per_epoch):
-            rows = order[index * self.batch_size : (index + 1) * self.batch_size]
-            yield {"image": self.images[rows], "label": self.labels[rows]}
 
 
 @dataclasses.dataclass
@@ -106,11 +77,10 @@ class FitResult:
         return dataclasses.asdict(self)
 
 
-def _padded_batches(evalset: EvalSet, batch_size: int):
-    count = len(evalset.labels)
-    for start in range(0, count, batch_size):
-        images = evalset.images[start : start + batch_size]
-        labels = evalset.labels[start : start + batch_size]
+def _padded_batches(evalset: EvalData, batch_size: int):
+    """The set's batches, the last padded to ``batch_size`` with a mask (one compile)."""
+    for batch in evalset.batches(batch_size):
+        images, labels = batch["image"], batch["label"]
         real = len(labels)
         mask = np.zeros(batch_size, bool)
         mask[:real] = True
@@ -122,7 +92,7 @@ def _padded_batches(evalset: EvalSet, batch_size: int):
 
 
 def evaluate(
-    eval_step, params, model_state, evalset: EvalSet, batch_size: int, placement=None
+    eval_step, params, model_state, evalset: EvalData, batch_size: int, placement=None
 ) -> dict:
     """Loss and accuracy of the model on ``evalset`` (padded batches, one compile)."""
     totals = {"loss_sum": 0.0, "correct": 0, "count": 0}
@@ -139,15 +109,20 @@ def evaluate(
     }
 
 
-def _heldout_batches(evalset: EvalSet, batch_size: int, start: int):
-    """Full held-out batches in a fixed order, cycled forever, from batch ``start``."""
-    count = max(len(evalset.labels) // batch_size, 1)
-    size = min(batch_size, len(evalset.labels))
-    index = start
+def _heldout_batches(evalset: EvalData, batch_size: int, start: int):
+    """Full held-out batches in a fixed order, cycled forever, from batch ``start``.
+
+    Batches have ``min(batch_size, len(evalset))`` examples; a last partial one
+    is dropped.
+    """
+    size = min(batch_size, len(evalset))
+    position = start % (len(evalset) // size)
     while True:
-        rows = slice((index % count) * size, (index % count + 1) * size)
-        yield {"image": evalset.images[rows], "label": evalset.labels[rows]}
-        index += 1
+        for batch in evalset.batches(size, start=position):
+            if len(batch["label"]) < size:
+                break
+            yield {"image": batch["image"], "label": batch["label"]}
+        position = 0
 
 
 def _per_leaf(tree: PyTree) -> dict[str, float]:
@@ -249,11 +224,11 @@ def fit(
     model: nnx.Module,
     config: TrainConfig,
     train: TrainData,
-    validation: EvalSet,
-    tests: Sequence[EvalSet],
+    validation: EvalData,
+    tests: Sequence[EvalData],
     workdir: str | Path,
     *,
-    heldout: EvalSet | None = None,
+    heldout: EvalData | None = None,
     stop_after_steps: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
 ) -> FitResult:

@@ -1,0 +1,157 @@
+"""What ``fit`` reads: training batches and named evaluation sets, in memory or streamed.
+
+Training data follows :class:`TrainData` (deterministic given ``(seed, epoch)``,
+resumable from any batch of an epoch); evaluation data follows
+:class:`EvalData` (a name, a length and batches in a fixed order). In-memory
+arrays (:class:`ArrayTrainData`, :class:`EvalSet`) suit small datasets; TFDS
+sources with per-example transforms (:class:`SourceTrainData`,
+:class:`SourceEvalSet`, built on :func:`ftp_jax.data.batches`) stream large ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = [
+    "TrainData",
+    "EvalData",
+    "ArrayTrainData",
+    "EvalSet",
+    "SourceTrainData",
+    "SourceEvalSet",
+]
+
+Batch = dict[str, np.ndarray]
+Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+class TrainData(Protocol):
+    """Training batches, deterministic given (seed, epoch), resumable mid-epoch."""
+
+    steps_per_epoch: int
+
+    def batches(self, seed: int, epoch: int, start: int) -> Iterator[Batch]:
+        """Batches ``start, start + 1, ...`` of ``epoch`` in the order set by ``seed``."""
+        ...
+
+
+class EvalData(Protocol):
+    """A named evaluation set: its examples in a fixed order, the last batch maybe smaller."""
+
+    name: str
+
+    def __len__(self) -> int: ...
+
+    def batches(self, batch_size: int, start: int = 0) -> Iterator[Batch]:
+        """Batches ``start, start + 1, ...`` of the set, in a fixed order."""
+        ...
+
+
+class ArrayTrainData:
+    """In-memory training data: a fresh permutation per (seed, epoch); drops the remainder."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} training images but {len(labels)} labels.")
+        if len(labels) < batch_size:
+            raise ValueError(
+                f"the training split has {len(labels)} examples, fewer than one batch of "
+                f"{batch_size}; lower the batch size or use more data."
+            )
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.steps_per_epoch = len(labels) // batch_size
+
+    def batches(self, seed: int, epoch: int, start: int) -> Iterator[Batch]:
+        order = np.random.default_rng([seed, epoch]).permutation(len(self.labels))
+        for index in range(start, self.steps_per_epoch):
+            rows = order[index * self.batch_size : (index + 1) * self.batch_size]
+            yield {"image": self.images[rows], "label": self.labels[rows]}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+    """A named evaluation set held in memory: images (N, H, W, C) and labels (N,)."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self):
+        if len(self.images) != len(self.labels):
+            raise ValueError(
+                f"eval set {self.name!r}: {len(self.images)} images but {len(self.labels)} labels."
+            )
+        if len(self.labels) == 0:
+            raise ValueError(f"eval set {self.name!r} is empty.")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, start: int = 0) -> Iterator[Batch]:
+        for first in range(start * batch_size, len(self.labels), batch_size):
+            rows = slice(first, first + batch_size)
+            yield {"image": self.images[rows], "label": self.labels[rows]}
+
+
+class SourceTrainData:
+    """Training batches streamed from a TFDS split, with a per-example transform.
+
+    Args:
+      source: e.g. ``ftp_jax.data.open_split("domainnet/real", "train", data_dir)``.
+      batch_size: examples per batch (the remainder of an epoch is dropped).
+      transform: e.g. ``ftp_jax.data.train_transform(224)``; its randomness is a
+        pure function of ``(seed, epoch, example index)``.
+    """
+
+    def __init__(self, source: Any, batch_size: int, transform: Transform | None = None):
+        if len(source) < batch_size:
+            raise ValueError(
+                f"the training split has {len(source)} examples, fewer than one batch of "
+                f"{batch_size}."
+            )
+        self.source, self.batch_size, self.transform = source, batch_size, transform
+        self.steps_per_epoch = len(source) // batch_size
+
+    def batches(self, seed: int, epoch: int, start: int) -> Iterator[Batch]:
+        from ftp_jax import data
+
+        return data.batches(
+            self.source,
+            batch_size=self.batch_size,
+            shuffle=True,
+            seed=seed,
+            epoch=epoch,
+            drop_remainder=True,
+            start_batch=start,
+            transform=self.transform,
+        )
+
+
+class SourceEvalSet:
+    """A named evaluation set streamed from a TFDS split, with a per-example transform."""
+
+    def __init__(self, name: str, source: Any, transform: Transform | None = None):
+        if len(source) == 0:
+            raise ValueError(f"eval set {name!r} is empty.")
+        self.name, self.source, self.transform = name, source, transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def batches(self, batch_size: int, start: int = 0) -> Iterator[Batch]:
+        from ftp_jax import data
+
+        return data.batches(
+            self.source,
+            batch_size=batch_size,
+            shuffle=False,
+            seed=0,
+            epoch=0,
+            drop_remainder=False,
+            start_batch=start,
+            transform=self.transform,
+        )

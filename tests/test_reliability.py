@@ -124,7 +124,7 @@ class NonFiniteTest(parameterized.TestCase):
         self.assertEqual(result.history[1]["skipped_steps"], 1)
 
 
-def _fit(method, mesh=None):
+def _fit(method, mesh=None, shard_params=False):
     train, validation, tests = tiny_fit.data()
     workdir = tempfile.mkdtemp()
     try:
@@ -136,6 +136,7 @@ def _fit(method, mesh=None):
             tests,
             workdir,
             mesh=mesh,
+            shard_params=shard_params,
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -163,6 +164,37 @@ class DeterminismTest(parameterized.TestCase):
                     epoch_multi["radius"][leaf], radius, rtol=1e-3, atol=1e-7
                 )
         np.testing.assert_allclose(first.validation["loss"], single.validation["loss"], rtol=1e-4)
+
+    def test_sharded_params_and_state_match_one_device(self):
+        if jax.device_count() < 8:
+            self.skipTest("needs 8 devices")
+        mesh = jax.make_mesh((8,), ("data",))
+        sharded, single = _fit("ftp", mesh, shard_params=True), _fit("ftp")
+        self.assertEqual(sharded.best_epoch, single.best_epoch)
+        np.testing.assert_allclose(sharded.validation["loss"], single.validation["loss"], rtol=1e-4)
+        for leaf, radius in single.history[-1]["radius"].items():
+            np.testing.assert_allclose(sharded.history[-1]["radius"][leaf], radius, rtol=1e-3)
+
+    def test_shard_params_splits_like_the_params(self):
+        if jax.device_count() < 8:
+            self.skipTest("needs 8 devices")
+        import optax
+
+        from ftp_jax.train.loop import _Placement
+
+        placement = _Placement(jax.make_mesh((8,), ("data",)), 16, 64, shard_params=True)
+        _, state = _state(ftp_jax.ftp(optax.adamw(1e-2), mask=HEAD))
+        placed = placement.replicate(state)
+        P = jax.sharding.PartitionSpec
+        kernel = placed.params["body"]["kernel"]  # (8, 16): the 16-axis is split
+        self.assertEqual(kernel.sharding.spec, P(None, "data"))
+        ftp_state = placed.opt_state
+        self.assertEqual(ftp_state.anchor["body"]["kernel"].sharding.spec, P(None, "data"))
+        self.assertEqual(
+            ftp_state.prev_displacement["body"]["kernel"].sharding.spec, P(None, "data")
+        )
+        self.assertEqual(ftp_state.radius["body"]["kernel"].sharding.spec, P())
+        self.assertEqual(placed.params["head"]["bias"].sharding.spec, P())  # 3 rows: replicated
 
     def test_placement_splits_batches_and_replicates_state(self):
         if jax.device_count() < 8:

@@ -266,6 +266,7 @@ def batches(
     label_key: str = "label",
     num_classes: int | None = None,
     transform: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """One epoch of batches ``{"image": float32 (b, h, w, c) in [0, 1], "label": int32 (b,)}``.
 
@@ -297,6 +298,10 @@ def batches(
         ``(seed, epoch, example index)``: the augmentation of an example is a
         pure function of those, whatever the batch or resume point. Without it,
         images are scaled to ``[0, 1]``.
+      shard: ``(index, count)``: read and return only part ``index`` of ``count``
+        equal parts of every batch (multi-host data parallelism: each host reads
+        its rows of the same global batches). ``batch_size`` must divide by
+        ``count``.
 
     Returns:
       An iterator over the ``num_batches(len, batch_size, drop_remainder) - start_batch``
@@ -337,6 +342,14 @@ def batches(
     if shuffle:
         plan = plan.shuffle(seed=_epoch_seed(seed, epoch))
     plan = plan.batch(batch_size, drop_remainder=drop_remainder)[start_batch:]
+    if shard is not None:
+        index, count = shard
+        if not (0 <= index < count) or batch_size % count:
+            raise ValueError(
+                f"`shard` {shard} must be (index, count) with 0 <= index < count and "
+                f"batch_size {batch_size} divisible by count."
+            )
+        plan = plan.map(lambda indices: np.array_split(indices, count)[index])
     if transform is not None:
         read = _transformed_reader(source, image_key, label_key, where, transform, seed, epoch)
     plan = plan.map(functools.partial(_make_batch, read=read, num_classes=num_classes, where=where))

@@ -105,9 +105,18 @@ class SourceTrainData:
       batch_size: examples per batch (the remainder of an epoch is dropped).
       transform: e.g. ``ftp_jax.data.train_transform(224)``; its randomness is a
         pure function of ``(seed, epoch, example index)``.
+      shard: ``(process_index, process_count)``: yield only this host's rows of
+        every global batch (multi-host); default: ``jax.process_index()`` of
+        ``jax.process_count()``, i.e. everything on a single host.
     """
 
-    def __init__(self, source: Any, batch_size: int, transform: Transform | None = None):
+    def __init__(
+        self,
+        source: Any,
+        batch_size: int,
+        transform: Transform | None = None,
+        shard: tuple[int, int] | None = None,
+    ):
         if len(source) < batch_size:
             raise ValueError(
                 f"the training split has {len(source)} examples, fewer than one batch of "
@@ -115,6 +124,11 @@ class SourceTrainData:
             )
         self.source, self.batch_size, self.transform = source, batch_size, transform
         self.steps_per_epoch = len(source) // batch_size
+        if shard is None:
+            import jax
+
+            shard = (jax.process_index(), jax.process_count())
+        self.shard = shard
 
     def batches(self, seed: int, epoch: int, start: int) -> Iterator[Batch]:
         from ftp_jax import data

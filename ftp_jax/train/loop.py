@@ -149,10 +149,23 @@ def _radii(method_name: str, state: TrainState) -> dict[str, float]:
 class _Placement:
     """Where arrays go: one device, or batches split over a mesh's "data" axis."""
 
-    def __init__(self, mesh: jax.sharding.Mesh | None, batch_size: int, eval_batch_size: int):
-        self.mesh = mesh
+    def __init__(
+        self,
+        mesh: jax.sharding.Mesh | None,
+        batch_size: int,
+        eval_batch_size: int,
+        shard_params: bool = False,
+    ):
+        self.mesh, self.shard_params = mesh, shard_params
         if mesh is None:
             return
+        # The steps rely on XLA's sharding propagation (GSPMD): use Auto axes even
+        # if the mesh was made with Explicit ones (jax.make_mesh's default).
+        self.mesh = mesh = jax.sharding.Mesh(
+            mesh.devices,
+            mesh.axis_names,
+            axis_types=(jax.sharding.AxisType.Auto,) * len(mesh.axis_names),
+        )
         if "data" not in mesh.axis_names:
             raise ValueError(f"`mesh` needs a 'data' axis, it has {mesh.axis_names}.")
         devices = mesh.shape["data"]
@@ -166,14 +179,35 @@ class _Placement:
         self._replicated = jax.sharding.NamedSharding(mesh, P())
         self._split = jax.sharding.NamedSharding(mesh, P("data"))
 
+    def sharding_of(self, x: Any) -> jax.sharding.NamedSharding:
+        """Replicated; or, with ``shard_params``, split along the largest axis that divides."""
+        if not self.shard_params or np.ndim(x) == 0:
+            return self._replicated
+        devices = self.mesh.shape["data"]
+        shape = np.shape(x)
+        candidates = [a for a in range(len(shape)) if shape[a] % devices == 0]
+        if not candidates:
+            return self._replicated
+        axis = max(candidates, key=lambda a: shape[a])
+        spec = [None] * len(shape)
+        spec[axis] = "data"
+        return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(*spec))
+
     def replicate(self, tree: PyTree) -> PyTree:
+        """Places a state tree: replicated, or sharded like the params (``shard_params``)."""
         if self.mesh is None:
             return tree
-        return jax.device_put(tree, self._replicated)
+        return jax.tree_util.tree_map(lambda x: jax.device_put(x, self.sharding_of(x)), tree)
 
     def batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """Splits a batch over the "data" axis (this host's rows, on several hosts)."""
         if self.mesh is None:
             return batch
+        if jax.process_count() > 1:
+            return {
+                key: jax.make_array_from_process_local_data(self._split, value)
+                for key, value in batch.items()
+            }
         return jax.device_put(batch, self._split)
 
 
@@ -231,6 +265,7 @@ def fit(
     heldout: EvalData | None = None,
     stop_after_steps: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    shard_params: bool = False,
 ) -> FitResult:
     """Fine-tunes ``model`` with ``config.method`` and returns the selected epoch's numbers.
 
@@ -249,8 +284,14 @@ def fit(
       mesh: data-parallel training over this mesh's ``"data"`` axis: every batch is
         split over it, the state is replicated (``jax.sharding``; the jitted steps
         are the same functions, partitioned by XLA). ``None``: one device.
-        Build one over all local devices with
-        ``jax.make_mesh((jax.local_device_count(),), ("data",))``.
+        Build one over all devices with
+        ``jax.make_mesh((jax.device_count(),), ("data",))``. On several hosts
+        (after ``jax.distributed.initialize()``), each host's ``train`` yields its
+        own rows of every global batch (see :class:`SourceTrainData`'s ``shard``).
+      shard_params: with a mesh, also shard the params and every optimizer-state
+        buffer of the same shape (FTP's anchor and previous displacement, Adam's
+        moments) over the ``"data"`` axis, ZeRO-3 style: each array's largest
+        axis that divides by the device count is split, others replicated.
 
     Returns:
       A :class:`FitResult`; also written to ``<workdir>/result.json``.
@@ -260,7 +301,7 @@ def fit(
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    placement = _Placement(mesh, config.batch_size, config.eval_batch_size)
+    placement = _Placement(mesh, config.batch_size, config.eval_batch_size, shard_params)
     graphdef, params, model_state = split_model(model)
     # Copies: the jitted step donates the state's buffers, these must survive it.
     copy = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)  # noqa: E731

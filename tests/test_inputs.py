@@ -107,3 +107,17 @@ def test_fit_streams_from_tfds(data_dir):
         assert 0.0 <= result.tests["val"]["accuracy"] <= 1.0
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_host_shards_concatenate_to_the_global_batch(data_dir):
+    source = data.open_split("uci_digits", "validation", data_dir)
+    kwargs = dict(batch_size=32, shuffle=True, seed=1, epoch=0, drop_remainder=True)
+    full = list(data.batches(source, **kwargs))
+    parts = [list(data.batches(source, shard=(i, 4), **kwargs)) for i in range(4)]
+    for index, batch in enumerate(full):
+        assert parts[0][index]["label"].shape == (8,)
+        np.testing.assert_array_equal(
+            np.concatenate([p[index]["label"] for p in parts]), batch["label"]
+        )
+    with pytest.raises(ValueError, match="divisible by count"):
+        next(data.batches(source, shard=(0, 5), **kwargs))

@@ -1,5 +1,30 @@
-"""Models for the experiments (Flax NNX)."""
+"""Models for the experiments (Flax NNX).
 
+The paper-scale models (each with a new classification ``head``; weights from
+PyTorch checkpoints with :mod:`ftp_jax.convert`):
+
+- :class:`ResNet` / :func:`resnet50`: torchvision's ResNet-50 (MoCo v3's layout);
+- :class:`CLIPResNet` / :func:`clip_resnet50`: CLIP's modified ResNet-50;
+- :class:`VisionTransformer` / :func:`clip_vit_b16`: CLIP's ViT-B/16;
+- :data:`clip_row_axes`: FTP's row axes for the CLIP models (the reference's rows).
+"""
+
+from ftp_jax.models.clip_resnet import AttentionPool2d, CLIPResNet, clip_resnet50
+from ftp_jax.models.resnet import ResNet, resnet50
+from ftp_jax.models.row_rules import ROW_AXES, clip_row_axes
 from ftp_jax.models.small_cnn import SmallCNN, replace_head
+from ftp_jax.models.vit import VisionTransformer, clip_vit_b16
 
-__all__ = ["SmallCNN", "replace_head"]
+__all__ = [
+    "ROW_AXES",
+    "AttentionPool2d",
+    "CLIPResNet",
+    "ResNet",
+    "SmallCNN",
+    "VisionTransformer",
+    "clip_resnet50",
+    "clip_row_axes",
+    "clip_vit_b16",
+    "replace_head",
+    "resnet50",
+]

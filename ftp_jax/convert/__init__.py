@@ -1,0 +1,38 @@
+"""Pre-trained weights from PyTorch checkpoints into the Flax NNX models.
+
+- :func:`load_pretrained` ``(model, path, *, kind, prefix, new_head, engine) -> LoadReport``:
+  reads a checkpoint file and sets the model's parameters and batch statistics.
+- :func:`load_state_dict`: the same from an in-memory state dict.
+- :func:`read_state_dict`: a file into ``{key: numpy array}``, without torch for
+  ``torch.save`` files (zip and legacy), TorchScript archives and safetensors.
+- :func:`to_torch_state_dict`, :func:`write_safetensors`: back to PyTorch.
+- :func:`torch_key_map`: ``{Flax path: PyTorch key}`` of a model.
+"""
+
+from ftp_jax.convert._load import (
+    KINDS,
+    CheckpointError,
+    LoadReport,
+    load_pretrained,
+    load_state_dict,
+    read_state_dict,
+    to_torch_state_dict,
+    torch_key_map,
+)
+from ftp_jax.convert._safetensors import read_safetensors, write_safetensors
+from ftp_jax.convert._torch_pickle import UnsupportedCheckpoint, read_torch_file
+
+__all__ = [
+    "KINDS",
+    "CheckpointError",
+    "LoadReport",
+    "UnsupportedCheckpoint",
+    "load_pretrained",
+    "load_state_dict",
+    "read_safetensors",
+    "read_state_dict",
+    "read_torch_file",
+    "to_torch_state_dict",
+    "torch_key_map",
+    "write_safetensors",
+]

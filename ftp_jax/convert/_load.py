@@ -1,0 +1,549 @@
+"""Pre-trained PyTorch weights into the Flax NNX models: names, layouts, report.
+
+The mapping is read off the Flax model itself: every ``nnx.Param`` or
+``nnx.BatchStat`` leaf at path ``a/b/<leaf>`` of a known layer maps to the
+PyTorch tensor ``a.b.<name>`` of the same layer, in PyTorch's layout:
+
+==================  =============================  ==============================
+Flax layer / leaf   PyTorch tensor                 layout change
+==================  =============================  ==============================
+``Conv/kernel``     ``weight`` (out, in, kh, kw)   -> (kh, kw, in, out)
+``Linear/kernel``   ``weight`` (out, in)           -> (in, out)
+``*/bias``          ``bias``                       none
+``BatchNorm``       ``weight``, ``bias``,          ``scale``, ``bias``; ``mean``,
+                    ``running_mean/var``           ``var`` as ``nnx.BatchStat``
+``LayerNorm``       ``weight``, ``bias``           ``scale``, ``bias``
+``Embed``           ``weight``                     none
+attention           ``in_proj_weight`` (3d, d)     ``in_proj/kernel`` (d, 3d)
+``in_proj``         ``in_proj_bias``               ``in_proj/bias``
+raw ``nnx.Param``   same name                      none (PyTorch layout kept)
+==================  =============================  ==============================
+
+The checkpoint's keys carry a prefix (``visual.`` in CLIP, ``module.base_encoder.``
+in MoCo v3, none in torchvision), found automatically: the prefix under which
+the most parameters of the model are found (MoCo's momentum encoder, EMA or
+teacher copies lose ties). The new classification head (``new_head``, by
+default ``head/.*``) is left as initialized; every tensor of the checkpoint that
+the model does not use (its classifier, CLIP's text tower, ``num_batches_tracked``)
+is listed in the :class:`LoadReport`. A backbone parameter with no tensor in the
+checkpoint, or a tensor of another shape, is an error naming both, and the model
+is left unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import zipfile
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ftp_jax.convert._safetensors import is_safetensors, read_safetensors
+from ftp_jax.convert._torch_pickle import (
+    Opaque,
+    UnsupportedCheckpoint,
+    module_state_dict,
+    read_torch_file,
+)
+from ftp_jax.models.clip_resnet import CLIPResNet
+from ftp_jax.models.resnet import ResNet
+from ftp_jax.models.vit import MultiHeadSelfAttention, VisionTransformer
+
+__all__ = [
+    "KINDS",
+    "CheckpointError",
+    "LoadReport",
+    "load_pretrained",
+    "load_state_dict",
+    "read_state_dict",
+    "to_torch_state_dict",
+    "torch_key_map",
+]
+
+#: Checkpoint kinds, the model class each loads into, and the files they come from.
+KINDS: dict[str, type] = {
+    "torchvision_resnet50": ResNet,  # torchvision / timm ResNet-50, MoCo v3 r-50 (.pth.tar)
+    "clip_resnet50": CLIPResNet,  # OpenAI CLIP RN50.pt (TorchScript), open_clip RN50
+    "clip_vit_b16": VisionTransformer,  # OpenAI CLIP ViT-B-16.pt, open_clip ViT-B-16
+}
+
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network")
+_DISFAVORED_PREFIXES = ("momentum", "ema", "teacher", "target")
+
+# Flax layer -> {Flax leaf name: (PyTorch name, layout)}.
+_LAYERS: dict[type, dict[str, tuple[str, str]]] = {
+    nnx.Conv: {"kernel": ("weight", "conv"), "bias": ("bias", "same")},
+    nnx.Linear: {"kernel": ("weight", "linear"), "bias": ("bias", "same")},
+    nnx.BatchNorm: {
+        "scale": ("weight", "same"),
+        "bias": ("bias", "same"),
+        "mean": ("running_mean", "same"),
+        "var": ("running_var", "same"),
+    },
+    nnx.LayerNorm: {"scale": ("weight", "same"), "bias": ("bias", "same")},
+    nnx.GroupNorm: {"scale": ("weight", "same"), "bias": ("bias", "same")},
+    nnx.Embed: {"embedding": ("weight", "same")},
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model: a missing tensor, a shape, a prefix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadReport:
+    """What :func:`load_pretrained` did.
+
+    Attributes:
+      source: the file read (or ``"<state dict>"``).
+      format: ``"torch-zip"``, ``"torchscript"``, ``"torch-legacy"``,
+        ``"safetensors"``, ``"torch.load"`` (read by torch) or ``"state dict"``.
+      prefix: the key prefix of the model's tensors in the checkpoint.
+      loaded: Flax paths set from the checkpoint (``nnx.Param`` and ``nnx.BatchStat``).
+      fresh: Flax paths left as initialized (the new head).
+      unused: checkpoint keys the model did not use (its classifier, CLIP's text
+        tower, ``num_batches_tracked``, ...).
+      cast: ``{checkpoint dtype: count}`` of tensors cast to the model's dtype
+        (OpenAI's CLIP files hold float16).
+    """
+
+    source: str
+    format: str
+    prefix: str
+    loaded: tuple[str, ...]
+    fresh: tuple[str, ...]
+    unused: tuple[str, ...]
+    cast: dict[str, int]
+
+    def __str__(self) -> str:
+        lines = [
+            f"Loaded {len(self.loaded)} tensors from {self.source} ({self.format}, "
+            f"prefix {self.prefix!r})."
+        ]
+        if self.cast:
+            casts = ", ".join(f"{n} {dtype}" for dtype, n in sorted(self.cast.items()))
+            lines.append(f"Cast to the model's dtype: {casts}.")
+        lines.append(f"Left as initialized ({len(self.fresh)}): {', '.join(self.fresh) or 'none'}.")
+        lines.append(f"Unused checkpoint tensors ({len(self.unused)}): {_examples(self.unused)}.")
+        return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    path: str  # Flax path, 'layer1/0/conv1/kernel'
+    key: str  # PyTorch key without prefix, 'layer1.0.conv1.weight'
+    layout: str  # 'conv', 'linear' or 'same'
+    variable: nnx.Variable
+
+
+def _examples(items, limit: int = 8) -> str:
+    items = list(items)
+    shown = ", ".join(repr(i) for i in items[:limit])
+    more = f", ... ({len(items)} in all)" if len(items) > limit else ""
+    return (shown + more) or "none"
+
+
+def _entries(model: nnx.Module) -> list[_Entry]:
+    """One entry per Param/BatchStat leaf of the model: its PyTorch key and layout."""
+    nodes = dict(nnx.iter_graph(model))
+    entries = []
+    for path, node in nodes.items():
+        if not isinstance(node, (nnx.Param, nnx.BatchStat)):
+            continue
+        parent_path, leaf = path[:-1], str(path[-1])
+        parent = nodes[parent_path]
+        flax_path = "/".join(str(k) for k in path)
+        names = next((v for t, v in _LAYERS.items() if isinstance(parent, t)), None)
+        if names is not None:
+            if leaf not in names:
+                raise NotImplementedError(f"no PyTorch name for {flax_path!r}")
+            torch_name, layout = names[leaf]
+            grandparent = nodes.get(parent_path[:-1]) if parent_path else None
+            if isinstance(grandparent, MultiHeadSelfAttention) and parent_path[-1] == "in_proj":
+                parent_path = parent_path[:-1]  # nn.MultiheadAttention.in_proj_{weight,bias}
+                torch_name = f"in_proj_{torch_name}"
+        elif type(parent).__module__.startswith("flax.") and not isinstance(parent, nnx.List):
+            raise NotImplementedError(
+                f"{flax_path!r}: {type(parent).__name__} has no PyTorch mapping; the converter "
+                f"knows {', '.join(t.__name__ for t in _LAYERS)} and raw nnx.Param attributes."
+            )
+        else:  # a raw parameter of a model's own module: PyTorch name and layout
+            torch_name, layout = leaf, "same"
+        key = ".".join([*(str(k) for k in parent_path), torch_name])
+        entries.append(_Entry(flax_path, key, layout, node))
+    return sorted(entries, key=lambda e: e.path)
+
+
+def torch_key_map(model: nnx.Module) -> dict[str, str]:
+    """``{Flax path: PyTorch key}`` for every parameter and batch statistic of ``model``.
+
+    Keys have no checkpoint prefix (``layer1.0.conv1.weight``, not
+    ``module.base_encoder.layer1.0.conv1.weight``).
+    """
+    return {e.path: e.key for e in _entries(model)}
+
+
+def _from_torch_layout(array: np.ndarray, layout: str) -> np.ndarray:
+    """PyTorch (out, in, *spatial) -> Flax (*spatial, in, out); (out, in) -> (in, out)."""
+    if layout in ("conv", "linear") and array.ndim >= 2:
+        return np.transpose(array, (*range(2, array.ndim), 1, 0))
+    return array
+
+
+def _to_torch_layout(array: np.ndarray, layout: str) -> np.ndarray:
+    """The inverse of :func:`_from_torch_layout`."""
+    if layout in ("conv", "linear") and array.ndim >= 2:
+        n = array.ndim
+        return np.transpose(array, (n - 1, n - 2, *range(n - 2)))
+    return array
+
+
+def _as_numpy(value: Any) -> np.ndarray | None:
+    """A numpy array from a numpy/JAX array or a torch tensor; ``None`` for anything else."""
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch.Tensor
+        tensor = value.detach().cpu()
+        if str(tensor.dtype) == "torch.bfloat16":
+            tensor = tensor.float()
+        return tensor.numpy()
+    if isinstance(value, jnp.ndarray):
+        return np.asarray(value)
+    return None
+
+
+def _flatten(obj: Any, prefix: str, out: dict[str, np.ndarray]) -> None:
+    array = _as_numpy(obj)
+    if array is not None:
+        out[prefix[:-1]] = array
+    elif isinstance(obj, Mapping):
+        for key, value in obj.items():
+            _flatten(value, f"{prefix}{key}.", out)
+    elif isinstance(obj, Opaque):
+        out.update({prefix + k: v for k, v in module_state_dict(obj).items()})
+    elif hasattr(obj, "state_dict") and callable(obj.state_dict):  # a torch module
+        _flatten(obj.state_dict(), prefix, out)
+
+
+def _state_dict_of(obj: Any) -> dict[str, np.ndarray]:
+    """The tensors of a checkpoint object, by dotted key, after unwrapping its container.
+
+    Checkpoints that hold the model's state under ``state_dict``, ``model``,
+    ``model_state_dict``, ``module``, ``net`` or ``network`` (MoCo's
+    ``{'state_dict': ..., 'optimizer': ...}``) are unwrapped first; pickled
+    modules and TorchScript modules give their ``state_dict()`` keys.
+    """
+    while isinstance(obj, Mapping):
+        inner = next(
+            (
+                obj[k]
+                for k in _WRAPPER_KEYS
+                if k in obj
+                and (isinstance(obj[k], (Mapping, Opaque)) or hasattr(obj[k], "state_dict"))
+            ),
+            None,
+        )
+        if inner is None:
+            break
+        obj = inner
+    out: dict[str, np.ndarray] = {}
+    _flatten(obj, "", out)
+    return out
+
+
+def _read_with_torch(path: str) -> dict[str, np.ndarray]:
+    import torch  # noqa: PLC0415 - optional
+
+    names = []
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    if any(n.endswith("/constants.pkl") for n in names):  # TorchScript
+        obj = torch.jit.load(path, map_location="cpu").state_dict()
+    else:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    return _state_dict_of(obj)
+
+
+def _read(path: str, engine: str) -> tuple[dict[str, np.ndarray], str]:
+    if engine not in ("auto", "python", "torch"):
+        raise ValueError(f"`engine` must be 'auto', 'python' or 'torch', got {engine!r}.")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint file at {path!r}")
+    if path.endswith(".safetensors") or is_safetensors(path):
+        return read_safetensors(path), "safetensors"
+    if engine == "torch":
+        return _read_with_torch(path), "torch.load"
+    try:
+        obj, file_format = read_torch_file(path)
+    except UnsupportedCheckpoint as error:
+        if engine == "python":
+            raise
+        try:
+            import torch  # noqa: F401, PLC0415 - optional
+        except ImportError:
+            raise UnsupportedCheckpoint(
+                f"{error}. The pure-python reader reads torch.save files (zip and legacy "
+                "formats), TorchScript archives and safetensors; install torch to read others."
+            ) from None
+        return _read_with_torch(path), "torch.load"
+    return _state_dict_of(obj), file_format
+
+
+def read_state_dict(path: str | os.PathLike, *, engine: str = "auto") -> dict[str, np.ndarray]:
+    """Reads a checkpoint file into ``{dotted key: numpy array}``, without torch if possible.
+
+    Args:
+      path: a safetensors file, a ``torch.save`` file (``.pt``/``.pth``/``.bin``/
+        ``.tar``, zip or legacy format, possibly wrapping the state dict in
+        ``{'state_dict': ...}`` or ``{'model': ...}``), or a TorchScript archive
+        (OpenAI CLIP's ``RN50.pt``, ``ViT-B-16.pt``).
+      engine: for PyTorch files, ``"auto"`` (the pure-python reader; torch, when
+        installed, for the files it cannot read), ``"python"`` (never torch) or
+        ``"torch"`` (``torch.load(weights_only=True)`` / ``torch.jit.load``).
+        Safetensors files are always read with numpy.
+
+    Returns:
+      The checkpoint's tensors by key, keys as in the file (prefixes such as
+      ``module.base_encoder.`` or ``visual.`` kept), arrays in PyTorch layout.
+
+    Raises:
+      FileNotFoundError: if there is no file at ``path``.
+      UnsupportedCheckpoint: if no reader can read it.
+    """
+    return _read(os.fspath(path), engine)[0]
+
+
+def _find_prefix(keys: list[str], wanted: set[str]) -> str:
+    counts: dict[str, int] = {}
+    for key in keys:
+        parts = key.split(".")
+        for i in range(len(parts)):
+            if ".".join(parts[i:]) in wanted:
+                prefix = "".join(p + "." for p in parts[:i])
+                counts[prefix] = counts.get(prefix, 0) + 1
+    if not counts:
+        raise CheckpointError(
+            "no tensor of the checkpoint has the name of a parameter of the model: "
+            f"the model expects keys like {_examples(sorted(wanted), 4)}, the checkpoint has "
+            f"{_examples(keys, 4)}. Is it a checkpoint of this architecture (`kind`)?"
+        )
+
+    def rank(prefix: str) -> tuple[int, int, int]:
+        disfavored = any(word in prefix.lower() for word in _DISFAVORED_PREFIXES)
+        return (-counts[prefix], int(disfavored), len(prefix))
+
+    ranked = sorted(counts, key=rank)
+    if len(ranked) > 1 and rank(ranked[0]) == rank(ranked[1]):
+        tied = [p for p in ranked if rank(p) == rank(ranked[0])]
+        raise CheckpointError(
+            f"the model's tensors are in the checkpoint under several prefixes {tied}; "
+            "pass prefix=... to choose one."
+        )
+    return ranked[0]
+
+
+def _check_kind(model: nnx.Module, kind: str | None) -> None:
+    if kind is None:
+        return
+    if kind not in KINDS:
+        raise ValueError(f"unknown `kind` {kind!r}; expected one of {sorted(KINDS)}.")
+    if not isinstance(model, KINDS[kind]):
+        raise ValueError(
+            f"`kind`={kind!r} loads into a {KINDS[kind].__name__}, but the model is a "
+            f"{type(model).__name__}."
+        )
+
+
+def load_state_dict(
+    model: nnx.Module,
+    state_dict: Mapping[str, Any],
+    *,
+    kind: str | None = None,
+    prefix: str | None = None,
+    new_head: str | None = r"head/.*",
+    source: str = "<state dict>",
+    file_format: str = "state dict",
+) -> LoadReport:
+    """Sets ``model``'s parameters and batch statistics from a PyTorch state dict, in place.
+
+    Args:
+      model: a Flax NNX model (:class:`~ftp_jax.models.ResNet`,
+        :class:`~ftp_jax.models.CLIPResNet`, :class:`~ftp_jax.models.VisionTransformer`,
+        or any model built from ``nnx.Conv``, ``nnx.Linear``, ``nnx.BatchNorm``,
+        ``nnx.LayerNorm``, ``nnx.Embed`` and raw ``nnx.Param``).
+      state_dict: ``{key: array}`` in PyTorch layout (numpy arrays, torch tensors
+        or JAX arrays; other values are ignored), or a checkpoint dict wrapping one.
+      kind: optional check that the model is of the class the checkpoint kind
+        loads into (see :data:`KINDS`).
+      prefix: the checkpoint's key prefix (``"visual."``, ``"module.base_encoder."``);
+        ``None`` finds it.
+      new_head: a regular expression over Flax paths (full match) of the
+        parameters left as initialized; ``None`` loads every parameter.
+      source, file_format: how the report names the origin.
+
+    Returns:
+      A :class:`LoadReport`.
+
+    Raises:
+      CheckpointError: naming the Flax path and the checkpoint key, if a
+        parameter outside ``new_head`` has no tensor in the checkpoint or a tensor
+        of another shape, if ``new_head`` matches no parameter, or if the prefix
+        is ambiguous. The model is unchanged then.
+    """
+    _check_kind(model, kind)
+    entries = _entries(model)
+    if new_head is not None:
+        head_re = re.compile(new_head)
+        fresh = [e for e in entries if head_re.fullmatch(e.path)]
+        if not fresh:
+            raise CheckpointError(
+                f"`new_head` pattern {new_head!r} matched no parameter; parameter paths look "
+                f"like {_examples([e.path for e in entries], 4)}. Pass new_head=None to load "
+                "every parameter."
+            )
+    else:
+        fresh = []
+    fresh_paths = {e.path for e in fresh}
+    wanted = [e for e in entries if e.path not in fresh_paths]
+    arrays = _state_dict_of(state_dict)
+    if prefix is None:
+        prefix = _find_prefix(list(arrays), {e.key for e in wanted})
+    missing = [e for e in wanted if prefix + e.key not in arrays]
+    if missing:
+        first = missing[0]
+        raise CheckpointError(
+            f"the checkpoint has no tensor {prefix + first.key!r} for the backbone parameter "
+            f"{first.path!r}; {len(missing)} missing in all: "
+            f"{_examples([prefix + e.key for e in missing], 6)}. Checkpoint keys under "
+            f"{prefix!r} look like {_examples([k for k in arrays if k.startswith(prefix)], 4)}. "
+            "Pass prefix=... if the backbone is under another prefix, or widen new_head to "
+            "leave more parameters as initialized."
+        )
+    values = []
+    cast: dict[str, int] = {}
+    for entry in wanted:
+        array = arrays[prefix + entry.key]
+        converted = _from_torch_layout(array, entry.layout)
+        current = entry.variable.get_value()
+        if converted.shape != current.shape:
+            raise CheckpointError(
+                f"checkpoint tensor {prefix + entry.key!r} has shape {array.shape} (PyTorch "
+                f"layout), but {entry.path!r} needs {_torch_shape(current.shape, entry.layout)} "
+                f"(Flax shape {tuple(current.shape)}). Build the model with the checkpoint's "
+                "configuration (widths, depths, number of classes, image size)."
+            )
+        if array.dtype != current.dtype:
+            cast[str(array.dtype)] = cast.get(str(array.dtype), 0) + 1
+        values.append(jnp.asarray(converted, dtype=current.dtype))
+    for entry, value in zip(wanted, values, strict=True):
+        entry.variable.set_value(value)
+    used = {prefix + e.key for e in wanted}
+    return LoadReport(
+        source=source,
+        format=file_format,
+        prefix=prefix,
+        loaded=tuple(e.path for e in wanted),
+        fresh=tuple(e.path for e in fresh),
+        # The informative keys first (classifiers, other towers), the counters last.
+        unused=tuple(
+            sorted(
+                (k for k in arrays if k not in used),
+                key=lambda k: (k.endswith("num_batches_tracked"), k),
+            )
+        ),
+        cast=cast,
+    )
+
+
+def _torch_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
+    return tuple(_to_torch_layout(np.empty(shape, np.bool_), layout).shape)
+
+
+def load_pretrained(
+    model: nnx.Module,
+    path: str | os.PathLike,
+    *,
+    kind: str | None = None,
+    prefix: str | None = None,
+    new_head: str | None = r"head/.*",
+    engine: str = "auto",
+) -> LoadReport:
+    """Loads pre-trained PyTorch weights from a file into ``model``, in place.
+
+    Reads the file with :func:`read_state_dict` (no torch needed for
+    ``torch.save`` files, TorchScript archives and safetensors), then maps it
+    with :func:`load_state_dict`. Build the optimizer *after* loading: FTP's
+    anchor is the params at ``init``.
+
+    Args:
+      model: the Flax model, e.g. ``ftp_jax.models.clip_resnet50(num_classes=345,
+        rngs=nnx.Rngs(0))``.
+      path: the checkpoint: OpenAI CLIP's ``RN50.pt`` / ``ViT-B-16.pt``
+        (TorchScript, ``visual.*``), open_clip's state dicts or safetensors,
+        MoCo v3's ``r-50-1000ep.pth.tar`` (``{'state_dict': {'module.base_encoder.*'}}``),
+        torchvision's ``resnet50-*.pth``.
+      kind: ``"torchvision_resnet50"``, ``"clip_resnet50"`` or ``"clip_vit_b16"``
+        to check the model's class; ``None`` skips the check.
+      prefix: the key prefix of the backbone; ``None`` finds it.
+      new_head: Flax paths (regular expression, full match) left as initialized.
+      engine: ``"auto"``, ``"python"`` or ``"torch"`` (see :func:`read_state_dict`).
+
+    Returns:
+      A :class:`LoadReport`; ``print(report)`` summarizes it.
+
+    Raises:
+      CheckpointError: a backbone parameter missing from the checkpoint or of
+        another shape (naming both), an ambiguous prefix.
+      UnsupportedCheckpoint: a file no reader can read.
+
+    Example::
+
+      model = ftp_jax.models.clip_resnet50(num_classes=345, rngs=nnx.Rngs(0))
+      print(ftp_jax.convert.load_pretrained(model, "RN50.pt", kind="clip_resnet50"))
+      tx = ftp_jax.ftp(optax.sgd(1e-2, momentum=0.9),
+                       mask=ftp_jax.path_rules([(r"head/.*", False), (r".*", True)]),
+                       row_axes=ftp_jax.models.clip_row_axes)
+    """
+    _check_kind(model, kind)
+    path = os.fspath(path)
+    arrays, file_format = _read(path, engine)
+    return load_state_dict(
+        model,
+        arrays,
+        kind=kind,
+        prefix=prefix,
+        new_head=new_head,
+        source=repr(path),
+        file_format=file_format,
+    )
+
+
+def to_torch_state_dict(
+    model: nnx.Module, *, prefix: str = "", batch_norm_counters: bool = True
+) -> dict[str, np.ndarray]:
+    """The model's parameters and batch statistics as a PyTorch state dict of numpy arrays.
+
+    The inverse of :func:`load_state_dict`: PyTorch keys and layouts, so that
+    ``torch.nn.Module.load_state_dict({k: torch.from_numpy(v) ...})`` accepts it
+    (write it with :func:`write_safetensors` to hand a fine-tuned model back).
+
+    Args:
+      model: the Flax model.
+      prefix: prepended to every key (``"visual."`` for a CLIP tower).
+      batch_norm_counters: add each BatchNorm's ``num_batches_tracked`` (0, int64),
+        which PyTorch's strict loading expects.
+    """
+    out: dict[str, np.ndarray] = {}
+    for entry in _entries(model):
+        array = np.asarray(entry.variable.get_value())
+        out[prefix + entry.key] = np.ascontiguousarray(_to_torch_layout(array, entry.layout))
+        if batch_norm_counters and entry.key.endswith(".running_var"):
+            counter = entry.key[: -len("running_var")] + "num_batches_tracked"
+            out[prefix + counter] = np.zeros((), np.int64)
+    return out

@@ -5,10 +5,14 @@ wraps a base optimizer; TPGM (Trainable Projected Gradient Method, CVPR 2023) as
 pure, jittable functions; and the projection machinery they share.
 """
 
+from ftp_jax._fixed_projection import MarsPGMState, mars_pgm, project_fixed_radius
 from ftp_jax._ftp import FTPState, ftp, ftp_adamw, ftp_radii, ftp_sgd
+from ftp_jax._l2sp import L2SPDecoupledState, L2SPState, l2sp, l2sp_decoupled, l2sp_penalty
+from ftp_jax._lpft import LPFTState, lp_ft
 from ftp_jax._paths import leaf_path, leaf_paths, path_rules
 from ftp_jax._projection import projection_ratio, row_norms
 from ftp_jax._row_axes import flax_row_axes, torch_row_axes
+from ftp_jax._spd import SPDState, spd, spd_leaf_update
 from ftp_jax._tpgm import (
     TPGM,
     TPGMState,
@@ -18,9 +22,15 @@ from ftp_jax._tpgm import (
     tpgm,
     tpgm_radii,
 )
+from ftp_jax._wise import wise_ft
 
 __all__ = [
     "FTPState",
+    "L2SPDecoupledState",
+    "L2SPState",
+    "LPFTState",
+    "MarsPGMState",
+    "SPDState",
     "TPGM",
     "TPGMState",
     "flax_row_axes",
@@ -28,6 +38,14 @@ __all__ = [
     "ftp_adamw",
     "ftp_radii",
     "ftp_sgd",
+    "l2sp",
+    "l2sp_decoupled",
+    "l2sp_penalty",
+    "lp_ft",
+    "mars_pgm",
+    "project_fixed_radius",
+    "spd",
+    "spd_leaf_update",
     "leaf_path",
     "leaf_paths",
     "path_rules",
@@ -39,6 +57,7 @@ __all__ = [
     "torch_row_axes",
     "tpgm",
     "tpgm_radii",
+    "wise_ft",
 ]
 
 __version__ = "0.1.0"

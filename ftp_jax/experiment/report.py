@@ -44,6 +44,8 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
             "ID": _stats([accuracy(r, results["id_test"]) for r in runs]),
             "best_epoch": [r["best_epoch"] for r in runs],
         }
+        if "wise_ft_alpha" in runs[0]:
+            row["wise_ft_alpha"] = runs[0]["wise_ft_alpha"]
         for group, names in groups.items():
             row[group] = _stats([np.mean([accuracy(r, n) for n in names]) for r in runs])
         row["per_set"] = {n: _stats([accuracy(r, n) for r in runs]) for n in results["ood_sets"]}
@@ -96,6 +98,16 @@ def _markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             + " | ".join(_cell(row["per_set"][n]) for n in results["ood_sets"])
             + " |"
         )
+    wise = [row for row in rows if "wise_ft_alpha" in row]
+    if wise:
+        source = results["config"].get("wise_ft_source", "")
+        lines += [
+            "",
+            f"WiSE-FT α=a: the weights (1 - a) · pre-trained + a · fine-tuned, of each seed's "
+            f"`{source}` model (its selected epoch); the new head has no pre-trained value "
+            f"and keeps its fine-tuned weights. α=1 is `{source}` itself; α=0 is the "
+            "pre-trained backbone under that fine-tuned head.",
+        ]
     lines += ["", f"Total time: {results['seconds']:.0f} s.", ""]
     return "\n".join(lines)
 
@@ -107,7 +119,18 @@ def _plot_id_vs_ood(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6.5, 5))
+    wise = [row for row in rows if "wise_ft_alpha" in row]
+    if wise:  # one curve over alpha, not one legend entry per alpha
+        wise.sort(key=lambda row: row["wise_ft_alpha"])
+        xs = [100 * row["ID"]["mean"] for row in wise]
+        ys = [100 * row["OOD avg"]["mean"] for row in wise]
+        label = "WiSE-FT, α = 0 ... 1"
+        axis.plot(xs, ys, ":", color="black", marker=".", alpha=0.6, label=label)
+        for row, x, y in zip(wise, xs, ys, strict=True):
+            axis.annotate(f"α={row['wise_ft_alpha']:g}", (x, y), fontsize=7, alpha=0.6)
     for row in rows:
+        if "wise_ft_alpha" in row:
+            continue
         axis.errorbar(
             100 * row["ID"]["mean"],
             100 * row["OOD avg"]["mean"],

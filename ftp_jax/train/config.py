@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import re
 from typing import Any
 
 __all__ = ["MethodConfig", "TrainConfig", "apply_overrides", "METHODS", "BASE_OPTIMIZERS"]
 
-METHODS = ("vanilla", "linear_probe", "ftp", "tpgm")
+METHODS = ("vanilla", "linear_probe", "ftp", "tpgm", "l2sp", "mars_pgm", "spd", "lp_ft")
 BASE_OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "cosine_per_epoch")
 
@@ -19,10 +22,15 @@ class MethodConfig:
     Attributes:
       name: ``vanilla`` (base optimizer on everything), ``linear_probe`` (the head
         only), ``ftp`` (FTP around the base optimizer), ``tpgm`` (base optimizer +
-        TPGM projection).
+        TPGM projection), ``l2sp`` (L2-SP penalty), ``mars_pgm`` (projection onto a
+        fixed radius), ``spd`` (selective projection decay), ``lp_ft`` (linear
+        probe, then full fine-tuning).
       optimizer: ``sgd`` (momentum, weight decay added to the gradient, as torch)
         or ``adamw`` (decoupled weight decay).
       learning_rate, momentum, weight_decay: of the base optimizer.
+      exclude_head: FTP, TPGM and MARS-PGM leave the head to the base optimizer
+        (True, the reference's DomainNet runs) or project it too (False, the
+        reference's ImageNet ViT run, "nothing excluded").
       head_pattern: regex over parameter paths of the new head: excluded from
         FTP/TPGM, the only leaves a linear probe trains. Must match something.
       ftp_k: FTP's gradient annealing factor.
@@ -31,6 +39,16 @@ class MethodConfig:
         the others); 0 = post-hoc only.
       proj_lr, max_iters: TPGM's radius Adam learning rate and steps per update.
       post_hoc_iters: TPGM post-hoc update at the end (0 = none).
+      l2sp_alpha: L2-SP's pull toward the pre-trained weights (alpha).
+      l2sp_beta: L2-SP's plain L2 on the new head (beta).
+      l2sp_decoupled: L2-SP as a decay after the base step, scaled by the learning
+        rate (AdamW-style), instead of a gradient term before it.
+      pgm_radius: MARS-PGM's fixed radius (in ``norm`` units): one number for every
+        constrained leaf, or ``((regex, radius), ...)`` rules over parameter paths
+        (first full match wins; the head is excluded anyway).
+      spd_strength: SPD's lambda (the reference's ``weight_decay``).
+      lp_epochs: LP-FT's linear-probe epochs (head only) before full fine-tuning;
+        must be fewer than the run's epochs.
     """
 
     name: str = "vanilla"
@@ -39,12 +57,19 @@ class MethodConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     head_pattern: str = r"head/.*"
+    exclude_head: bool = True
     ftp_k: float = 1.0
     norm: str = "mars"
     proj_freq: int = 1
     proj_lr: float = 1e-2
     max_iters: int = 1
     post_hoc_iters: int = 0
+    l2sp_alpha: float = 1.0
+    l2sp_beta: float = 0.01
+    l2sp_decoupled: bool = False
+    pgm_radius: float | tuple[tuple[str, float], ...] = 0.5
+    spd_strength: float = 1.0
+    lp_epochs: int = 10
 
     def __post_init__(self):
         _check_choice("method.name", self.name, METHODS)
@@ -56,6 +81,21 @@ class MethodConfig:
             raise ValueError(
                 "method 'tpgm' with proj_freq=0 and post_hoc_iters=0 never projects; set "
                 "proj_freq >= 1 (during training) or post_hoc_iters >= 1 (at the end)."
+            )
+        for name in ("l2sp_alpha", "l2sp_beta", "spd_strength"):
+            _check_nonnegative(f"method.{name}", getattr(self, name))
+        _check_radius(self.pgm_radius)
+        if isinstance(self.lp_epochs, bool) or not isinstance(self.lp_epochs, numbers.Integral):
+            raise ValueError(f"method.lp_epochs must be an integer, got {self.lp_epochs!r}.")
+        if self.name == "lp_ft" and self.lp_epochs < 1:
+            raise ValueError(
+                f"method 'lp_ft' needs lp_epochs >= 1 (linear-probe epochs before full "
+                f"fine-tuning), got {self.lp_epochs}; lp_epochs=0 is method 'vanilla'."
+            )
+        if self.name == "l2sp" and self.weight_decay:
+            raise ValueError(
+                f"method 'l2sp' replaces weight decay (l2sp_beta is its L2 on the new head); "
+                f"set method.weight_decay=0, got {self.weight_decay}."
             )
 
 
@@ -93,6 +133,40 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.method.name == "lp_ft" and self.method.lp_epochs >= self.epochs:
+            raise ValueError(
+                f"method 'lp_ft' with lp_epochs={self.method.lp_epochs} and epochs="
+                f"{self.epochs} never fine-tunes the backbone; set method.lp_epochs below "
+                "epochs."
+            )
+
+
+def _check_nonnegative(name: str, value: Any) -> None:
+    valid = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not valid or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+
+
+def _check_radius(radius: Any) -> None:
+    """A number >= 0, or a non-empty tuple of (regex, number >= 0) rules."""
+    if isinstance(radius, numbers.Real) and not isinstance(radius, bool):
+        _check_nonnegative("method.pgm_radius", radius)
+        return
+    usage = (
+        "method.pgm_radius must be a number >= 0 or rules ((regex, radius), ...), e.g. "
+        "((r'dense/.*', 1.0), (r'.*', 0.5))"
+    )
+    if not isinstance(radius, (tuple, list)) or not radius:
+        raise ValueError(f"{usage}; got {radius!r}.")
+    for rule in radius:
+        if not (isinstance(rule, (tuple, list)) and len(rule) == 2):
+            raise ValueError(f"{usage}; the rule {rule!r} is not a (regex, radius) pair.")
+        pattern, value = rule
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as error:
+            raise ValueError(f"{usage}; the pattern {pattern!r} is invalid: {error}.") from None
+        _check_nonnegative(f"method.pgm_radius for {pattern!r}", value)
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

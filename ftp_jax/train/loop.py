@@ -194,9 +194,13 @@ class _Placement:
         return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(*spec))
 
     def replicate(self, tree: PyTree) -> PyTree:
-        """Places a state tree: replicated, or sharded like the params (``shard_params``)."""
+        """Places a state tree: replicated, or sharded like the params (``shard_params``).
+
+        On one device every array is committed to it, so that a state mixing
+        restored and fresh arrays compiles the step once, not twice.
+        """
         if self.mesh is None:
-            return tree
+            return jax.device_put(tree, jax.devices()[0])
         return jax.tree_util.tree_map(lambda x: jax.device_put(x, self.sharding_of(x)), tree)
 
     def batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
@@ -266,6 +270,7 @@ def fit(
     stop_after_steps: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
     shard_params: bool = False,
+    row_axes: Any = None,
 ) -> FitResult:
     """Fine-tunes ``model`` with ``config.method`` and returns the selected epoch's numbers.
 
@@ -292,6 +297,8 @@ def fit(
         buffer of the same shape (FTP's anchor and previous displacement, Adam's
         moments) over the ``"data"`` axis, ZeRO-3 style: each array's largest
         axis that divides by the device count is split, others replicated.
+      row_axes: FTP/TPGM/MARS-PGM rows (default :data:`ftp_jax.flax_row_axes`;
+        :data:`ftp_jax.models.clip_row_axes` for the CLIP models).
 
     Returns:
       A :class:`FitResult`; also written to ``<workdir>/result.json``.
@@ -315,7 +322,7 @@ def fit(
         model.eval()
         return cross_entropy(model(batch["image"]), batch["label"])
 
-    method = build_method(config, params, steps_per_epoch, heldout_loss)
+    method = build_method(config, params, steps_per_epoch, heldout_loss, row_axes=row_axes)
     tpgm = method.projection or method.post_hoc
     state = TrainState(
         step=jnp.zeros([], jnp.int32),

@@ -62,8 +62,16 @@ def build_method(
     params: PyTree,
     steps_per_epoch: int,
     heldout_loss: Callable[[PyTree, PyTree], Any] | None = None,
+    row_axes: Any = None,
 ) -> Method:
     """Builds the optimizer (and TPGM projection) of ``config.method`` for ``params``.
+
+    Every method but ``vanilla`` excludes the leaves ``method.head_pattern``
+    matches (the new head): FTP, TPGM and MARS-PGM leave them to the base
+    optimizer, L2-SP gives them plain L2 (``l2sp_beta``), SPD decays them toward 0
+    (its reference's choice for leaves without a pre-trained value), the linear
+    probe trains them alone and LP-FT trains them from the first step. LP-FT's
+    backbone optimizer continues the run's learning-rate schedule at the switch.
 
     Raises:
       ValueError: if ``method.head_pattern`` matches no parameter (the new head
@@ -76,6 +84,7 @@ def build_method(
     head_rules = [(method.head_pattern, False), (r".*", True)]
     mask = ftp_jax.path_rules(head_rules, name="method.head_pattern")
     mask(params)  # fails loudly now if the head pattern matches nothing
+    projection_mask = mask if method.exclude_head else None
     projection = post_hoc = None
     if method.name == "vanilla":
         tx = base
@@ -85,12 +94,44 @@ def build_method(
         )
         tx = optax.multi_transform({"head": base, "frozen": optax.set_to_zero()}, labels)
     elif method.name == "ftp":
-        tx = ftp_jax.ftp(base, k=method.ftp_k, mask=mask, norm=method.norm)
+        tx = ftp_jax.ftp(
+            base, k=method.ftp_k, mask=projection_mask, row_axes=row_axes, norm=method.norm
+        )
+    elif method.name == "l2sp":
+        alpha, beta = method.l2sp_alpha, method.l2sp_beta
+        if method.l2sp_decoupled:
+            tx = ftp_jax.l2sp_decoupled(base, schedule, alpha, beta, mask=mask)
+        else:
+            tx = optax.chain(ftp_jax.l2sp(alpha, beta, mask=mask), base)
+    elif method.name == "mars_pgm":
+        radius = method.pgm_radius
+        if not isinstance(radius, (int, float)):
+            rules = [(pattern, value) for pattern, value in radius]
+            radius = ftp_jax.path_rules(
+                [(method.head_pattern, None), *rules], name="method.pgm_radius"
+            )
+            radius(params)  # fails loudly now if a rule matches nothing or misses a leaf
+        tx = ftp_jax.mars_pgm(
+            base, radius, mask=projection_mask, row_axes=row_axes, norm=method.norm
+        )
+    elif method.name == "spd":
+        tx = ftp_jax.spd(base, method.spd_strength, mask=mask)
+    elif method.name == "lp_ft":
+        switch_step = method.lp_epochs * steps_per_epoch
+        shifted = lambda count: schedule(count + switch_step)  # noqa: E731
+        tx = ftp_jax.lp_ft(
+            base,
+            switch_step,
+            mask=mask,
+            backbone_optimizer=_base_optimizer(config, shifted),
+        )
     else:  # tpgm
         if heldout_loss is None:
             raise ValueError("method 'tpgm' needs held-out data: pass `heldout_loss`.")
         tx = base
-        kwargs = dict(mask=mask, norm=method.norm, proj_lr=method.proj_lr)
+        kwargs = dict(
+            mask=projection_mask, row_axes=row_axes, norm=method.norm, proj_lr=method.proj_lr
+        )
         if method.proj_freq:
             projection = ftp_jax.tpgm(heldout_loss, max_iters=method.max_iters, **kwargs)
         if method.post_hoc_iters:

@@ -1,0 +1,18 @@
+"""ImageNet, CLIP ViT-B/16, fine-tuned with AdamW, then post-hoc TPGM (200 iterations, L2).
+
+Command::
+
+    python -m ftp_jax.recipes --config experiments/configs/imagenet_vit_tpgm_posthoc.py \
+        --data_dir DATA_DIR --weights ViT-B-16.pt --workdir runs/imagenet_vit_tpgm
+
+OOD average = mean over imagenet_v2, imagenet_a, imagenet_r, imagenet_sketch.
+Expected result: not run in this project (no ImageNet or GPU here). Note:
+ImageNet-A and -R cover 200 of the 1000 classes; the reference restricts the
+logits to those classes, which this recipe does not do yet (see the README).
+"""
+
+from ftp_jax.recipes import imagenet_vit_posthoc
+
+
+def get_config():
+    return imagenet_vit_posthoc()

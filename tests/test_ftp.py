@@ -375,6 +375,137 @@ class CompositionTest(parameterized.TestCase):
         self.assertEqual(state.anchor["wide"]["kernel"].sharding.spec, P("data", "model"))
 
 
+class MemoryOptionTest(parameterized.TestCase):
+    """``anchor_dtype`` / ``displacement_dtype``: smaller state, bounded departure."""
+
+    def test_state_dtypes_and_sizes(self):
+        params, _ = _toy_problem()
+        exact = ftp_jax.ftp(optax.adamw(1e-2), mask=HEAD_MASK).init(params)
+        small = ftp_jax.ftp(
+            optax.adamw(1e-2),
+            mask=HEAD_MASK,
+            anchor_dtype=jnp.bfloat16,
+            displacement_dtype=jnp.bfloat16,
+        ).init(params)
+        half = ftp_jax.ftp(optax.adamw(1e-2), mask=HEAD_MASK, displacement_dtype=jnp.bfloat16).init(
+            params
+        )
+        for state, anchor_dtype, displacement_dtype in (
+            (exact, jnp.float32, jnp.float32),
+            (half, jnp.float32, jnp.bfloat16),
+            (small, jnp.bfloat16, jnp.bfloat16),
+        ):
+            for tree, dtype in (
+                (state.anchor, anchor_dtype),
+                (state.prev_displacement, displacement_dtype),
+            ):
+                self.assertIsInstance(tree["head"]["kernel"], optax.MaskedNode)
+                for leaf in jax.tree_util.tree_leaves(tree):
+                    self.assertEqual(leaf.dtype, dtype)
+            # Radii, moments and the base optimizer's state are untouched.
+            chex.assert_trees_all_equal_structs(state.base_state, exact.base_state)
+            chex.assert_trees_all_equal_dtypes(state.radius, exact.radius)
+
+        def nbytes(tree):
+            return sum(x.nbytes for x in jax.tree_util.tree_leaves(tree))
+
+        self.assertEqual(nbytes(half.prev_displacement), nbytes(exact.prev_displacement) // 2)
+        self.assertEqual(nbytes(small.anchor), nbytes(exact.anchor) // 2)
+        # The anchor is the pre-trained params, rounded.
+        chex.assert_trees_all_equal(
+            small.anchor["dense"]["kernel"], params["dense"]["kernel"].astype(jnp.bfloat16)
+        )
+
+    def test_params_dtype_is_the_default_path(self):
+        params, gradient = _toy_problem()
+        base = optax.sgd(5e-2, momentum=0.9)
+        default = golden.run_trajectory(ftp_jax.ftp(base, mask=HEAD_MASK), params, gradient, 10)
+        explicit = golden.run_trajectory(
+            ftp_jax.ftp(
+                base, mask=HEAD_MASK, anchor_dtype=jnp.float32, displacement_dtype="float32"
+            ),
+            params,
+            gradient,
+            10,
+        )
+        chex.assert_trees_all_equal(default, explicit)
+
+    @parameterized.parameters(*golden.FTP_CONFIGS)
+    def test_bfloat16_buffers_stay_near_the_reference(self, config):
+        """The 80-step reference problem (float32, Flax layout): measured departures are
+        2e-5 (params, of each leaf's scale) and 2e-4 (radii) with a bfloat16 displacement,
+        and 3e-3 / 3e-2 with a bfloat16 anchor too; the bounds leave a margin."""
+        problem = golden.FTPProblem("float32", "flax")
+        theta0 = problem.tree("problem/w0")
+        expected_params = problem.reference_params(config)
+        expected_radii = problem.reference_radii(config)
+        for options, params_bound, radius_bound in (
+            ({"displacement_dtype": jnp.bfloat16}, 1e-4, 2e-3),
+            ({"displacement_dtype": jnp.bfloat16, "anchor_dtype": jnp.bfloat16}, 1e-2, 1e-1),
+        ):
+            lr, wd = problem.config(config, "lr"), problem.config(config, "weight_decay")
+            kwargs = dict(k=problem.config(config, "k"), mask=problem.mask, **options)
+            if problem.config(config, "opt") == "adamp":
+                tx = ftp_jax.ftp(optax.adamw(lr, weight_decay=wd), **kwargs)
+            else:
+                sgd = optax.sgd(
+                    lr,
+                    momentum=problem.config(config, "momentum") or None,
+                    nesterov=bool(problem.config(config, "nesterov", False)),
+                )
+                tx = ftp_jax.ftp(optax.chain(optax.add_decayed_weights(wd), sgd), **kwargs)
+            thetas, radii = golden.run_trajectory(tx, theta0, problem.gradient_fn(), problem.steps)
+            jax.tree_util.tree_map(
+                lambda a, e, bound=params_bound: _leaf_scale_close(a, np.asarray(e), bound),
+                thetas,
+                expected_params,
+            )
+            radius_by_path = {
+                ftp_jax.leaf_path(path): r
+                for path, r in jax.tree_util.tree_flatten_with_path(radii)[0]
+            }
+            for column, name in enumerate(problem.constrained):
+                actual = np.asarray(radius_by_path[problem.path(name)])
+                expected = expected_radii[:, column]
+                deviation = np.max(np.abs(actual - expected)) / np.max(np.abs(expected))
+                self.assertLess(deviation, radius_bound, msg=f"{name} {options}")
+
+    def test_dtype_must_be_floating(self):
+        for name in ("anchor_dtype", "displacement_dtype"):
+            with self.assertRaisesRegex(ValueError, rf"`{name}` must be a floating-point"):
+                ftp_jax.ftp(optax.sgd(1e-2), **{name: jnp.int8})
+            with self.assertRaisesRegex(ValueError, rf"`{name}` must be a floating-point"):
+                ftp_jax.ftp(optax.sgd(1e-2), **{name: "not a dtype"})
+
+
+class InPlaceUpdateTest(parameterized.TestCase):
+    """The jitted, donated update writes c_t into c_{t-1}'s buffer: no parameter-sized
+    temporaries (each costs a copy and, on CPU, fresh pages on every step)."""
+
+    @parameterized.parameters(
+        (optax.sgd(1e-2),), (optax.sgd(1e-2, momentum=0.9),), (optax.adamw(1e-3),)
+    )
+    def test_no_parameter_sized_temporaries(self, base):
+        params = {
+            "conv": {"kernel": jnp.ones((3, 3, 32, 64)), "bias": jnp.ones((64,))},
+            "dense": {"kernel": jnp.ones((256, 128))},
+        }
+        tx = ftp_jax.ftp(base)
+
+        def step(params, state, grads):
+            updates, state = tx.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+
+        compiled = (
+            jax.jit(step, donate_argnums=(0, 1)).lower(params, tx.init(params), params).compile()
+        )
+        memory = compiled.memory_analysis()
+        if memory is None:
+            self.skipTest("this backend reports no memory analysis")
+        param_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(params))
+        self.assertLess(memory.temp_size_in_bytes, 0.1 * param_bytes)
+
+
 class ErrorTest(parameterized.TestCase):
     def setUp(self):
         super().setUp()

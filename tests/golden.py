@@ -47,6 +47,14 @@ def to_flax(name: str, array: np.ndarray, *, leading: int = 0) -> np.ndarray:
     return np.transpose(array, list(range(leading)) + order)
 
 
+def _leaf_path(name: str, layout: str) -> str:
+    """The path of reference leaf ``name`` ("fc.weight") in ``layout`` ("fc/kernel")."""
+    if layout == "torch":
+        return name
+    module, leaf = name.split(".")
+    return f"{module}/{_FLAX_LEAF[leaf]}"
+
+
 def _tree(names, arrays, layout):
     if layout == "torch":
         return {name: jnp.asarray(a) for name, a in zip(names, arrays, strict=True)}
@@ -78,10 +86,7 @@ class FTPProblem:
 
     def path(self, name: str) -> str:
         """The leaf path of a reference leaf name in this layout."""
-        if self.layout == "torch":
-            return name
-        module, leaf = name.split(".")
-        return f"{module}/{_FLAX_LEAF[leaf]}"
+        return _leaf_path(name, self.layout)
 
     @property
     def mask(self):
@@ -173,10 +178,8 @@ class TPGMProblem:
         return _tree(self.NAMES, arrays, self.layout)
 
     def path(self, name: str) -> str:
-        if self.layout == "torch":
-            return name
-        module, leaf = name.split(".")
-        return f"{module}/{_FLAX_LEAF[leaf]}"
+        """The leaf path of a reference leaf name in this layout."""
+        return _leaf_path(name, self.layout)
 
     @property
     def mask(self):

@@ -66,6 +66,8 @@ def test_recipe_runs_a_few_steps(path, data_dir):
             config.finetune.method, post_hoc_iters=min(config.finetune.method.post_hoc_iters, 2)
         ),
     )
+    ood_names = [name for name, _ in config.ood]
+    fake_name = {name: f"fake_domainnet/{d}" for name, d in zip(ood_names, fake_tfds.DOMAINS[1:])}
     fake = dataclasses.replace(
         config,
         num_classes=fake_tfds.NUM_CLASSES,
@@ -73,7 +75,12 @@ def test_recipe_runs_a_few_steps(path, data_dir):
         train=("fake_domainnet/real", "train"),
         validation=("fake_domainnet/real", "test[:50%]"),
         id_test=("fake_domainnet/real", "test[50%:]"),
-        ood=tuple((f"fake_domainnet/{d}", "test") for d in fake_tfds.DOMAINS[1:]),
+        ood=tuple((fake_name[name], "test") for name in ood_names),
+        # ImageNet-A/-R's 200-class subsets, as every class of the fake data.
+        class_subsets=tuple(
+            (fake_name[name], tuple(range(fake_tfds.NUM_CLASSES)))
+            for name, _ in config.class_subsets
+        ),
         finetune=finetune,
     )
     model = build_model(fake, rngs=nnx.Rngs(0), **TINY[config.model])

@@ -6,9 +6,9 @@ Command::
         --data_dir DATA_DIR --weights ViT-B-16.pt --workdir runs/imagenet_vit_tpgm
 
 OOD average = mean over imagenet_v2, imagenet_a, imagenet_r, imagenet_sketch.
-Expected result: not run in this project (no ImageNet or GPU here). Note:
-ImageNet-A and -R cover 200 of the 1000 classes; the reference restricts the
-logits to those classes, which this recipe does not do yet (see the README).
+ImageNet-A and -R cover 200 of the 1000 classes and are scored on those 200
+logits (``class_subsets``), as in their papers and the reference.
+Expected result: not run in this project (no ImageNet or GPU here).
 """
 
 from ftp_jax.recipes import imagenet_vit_posthoc

@@ -23,6 +23,7 @@ from ftp_jax.data._loader import (
     open_split,
     percent_split,
 )
+from ftp_jax.data.imagenet_classes import CLASS_SUBSETS, class_subset_indices
 from ftp_jax.data.transforms import (
     CLIP_MEAN,
     CLIP_STD,
@@ -39,6 +40,8 @@ __all__ = [
     "IMAGENET_STD",
     "eval_transform",
     "train_transform",
+    "CLASS_SUBSETS",
+    "class_subset_indices",
     "CORRUPTED_DATASETS",
     "CORRUPTIONS",
     "DATASETS",

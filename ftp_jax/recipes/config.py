@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
+from ftp_jax.data.imagenet_classes import CLASS_SUBSETS, class_subset_indices
 from ftp_jax.train.config import MethodConfig, TrainConfig
 
 __all__ = ["RecipeConfig", "MODELS", "domainnet", "imagenet_vit_posthoc"]
@@ -33,6 +36,11 @@ class RecipeConfig:
       id_test: ``(dataset, split)`` of the in-distribution test set.
       ood: ``(dataset, split)`` of every OOD test set; the OOD average is their
         mean (the reference's definition).
+      class_subsets: ``(dataset, subset)`` pairs: the eval sets of ``dataset``
+        are scored on the classes of ``subset`` only, a name of
+        :data:`ftp_jax.data.CLASS_SUBSETS` (``"imagenet_a"``, ``"imagenet_r"``)
+        or a tuple of label indices. ImageNet-A and -R hold 200 of the 1000
+        classes and are scored on those, as in their papers and the reference.
       finetune: the schedule and method.
       shard_params: shard params and optimizer state over the devices.
     """
@@ -46,6 +54,7 @@ class RecipeConfig:
     validation: tuple[str, str] = ("domainnet/real", "test[:50%]")
     id_test: tuple[str, str] = ("domainnet/real", "test[50%:]")
     ood: tuple[tuple[str, str], ...] = tuple((name, "test") for name in DOMAINNET_OOD)
+    class_subsets: tuple[tuple[str, str | tuple[int, ...]], ...] = ()
     finetune: TrainConfig = TrainConfig()
     shard_params: bool = False
 
@@ -54,6 +63,27 @@ class RecipeConfig:
             raise ValueError(f"unknown model {self.model!r}; expected one of {MODELS}.")
         if self.normalization not in ("clip", "imagenet"):
             raise ValueError(f"unknown normalization {self.normalization!r}: clip or imagenet.")
+        evaluated = {name for name, _ in (self.validation, self.id_test, *self.ood)}
+        for dataset, subset in self.class_subsets:
+            if dataset not in evaluated:
+                raise ValueError(
+                    f"class_subsets names {dataset!r}, which is not evaluated by this recipe "
+                    f"(its eval datasets: {sorted(evaluated)}); fix the name or drop the entry."
+                )
+            if isinstance(subset, str) and subset not in CLASS_SUBSETS:
+                raise ValueError(
+                    f"unknown class subset {subset!r} for {dataset!r}; known: "
+                    f"{sorted(CLASS_SUBSETS)}, or give a tuple of label indices."
+                )
+
+    def class_subset_of(self, dataset: str) -> np.ndarray | None:
+        """The label indices ``dataset`` is scored on, or ``None`` for all classes."""
+        for name, subset in self.class_subsets:
+            if name == dataset:
+                if isinstance(subset, str):
+                    return class_subset_indices(subset)
+                return np.asarray(subset, np.int32)
+        return None
 
 
 def domainnet(method: str, *, model: str = "clip_resnet50", percent: int = 100) -> RecipeConfig:
@@ -98,6 +128,7 @@ def imagenet_vit_posthoc() -> RecipeConfig:
     of 200 iterations on held-out data with the L2 norm and nothing excluded
     (``exclude_head=False``: the new head is projected toward its
     initialization too, as the reference's "nothing excluded" does).
+    ImageNet-A and -R are scored on their 200 classes (``class_subsets``).
     """
     return RecipeConfig(
         model="clip_vit_b16",
@@ -106,6 +137,7 @@ def imagenet_vit_posthoc() -> RecipeConfig:
         validation=("imagenet2012", "train[99%:]"),
         id_test=("imagenet2012", "validation"),
         ood=tuple((name, "test") for name in IMAGENET_OOD),
+        class_subsets=(("imagenet_a", "imagenet_a"), ("imagenet_r", "imagenet_r")),
         finetune=TrainConfig(
             epochs=10,
             batch_size=512,

@@ -95,7 +95,12 @@ def run_recipe(
 
     def evalset(name_split):
         name, split = name_split
-        return SourceEvalSet(f"{name}:{split}", data.open_split(name, split, data_dir), eval_tf)
+        return SourceEvalSet(
+            f"{name}:{split}",
+            data.open_split(name, split, data_dir),
+            eval_tf,
+            class_subset=config.class_subset_of(name),
+        )
 
     train = SourceTrainData(
         data.open_split(*_split(config.train, config.train_percent), data_dir),

@@ -40,7 +40,12 @@ class TrainData(Protocol):
 
 
 class EvalData(Protocol):
-    """A named evaluation set: its examples in a fixed order, the last batch maybe smaller."""
+    """A named evaluation set: its examples in a fixed order, the last batch maybe smaller.
+
+    An optional attribute ``class_subset`` (sorted label indices, or ``None``)
+    restricts the predictions to those classes (ImageNet-A/-R; see
+    :func:`ftp_jax.train.make_eval_step`).
+    """
 
     name: str
 
@@ -49,6 +54,19 @@ class EvalData(Protocol):
     def batches(self, batch_size: int, start: int = 0) -> Iterator[Batch]:
         """Batches ``start, start + 1, ...`` of the set, in a fixed order."""
         ...
+
+
+def checked_class_subset(classes: Any) -> np.ndarray:
+    """``classes`` as a sorted, duplicate-free, non-empty int32 array of label indices."""
+    array = np.asarray(classes)
+    if array.ndim != 1 or array.size == 0 or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(
+            f"a class subset must be a non-empty 1-D list of integer label indices, got "
+            f"{array.dtype} of shape {array.shape}."
+        )
+    if np.any(array < 0) or len(np.unique(array)) != len(array):
+        raise ValueError("a class subset's label indices must be distinct and >= 0.")
+    return np.sort(array).astype(np.int32)
 
 
 class ArrayTrainData:
@@ -74,11 +92,15 @@ class ArrayTrainData:
 
 @dataclasses.dataclass(frozen=True)
 class EvalSet:
-    """A named evaluation set held in memory: images (N, H, W, C) and labels (N,)."""
+    """A named evaluation set held in memory: images (N, H, W, C) and labels (N,).
+
+    ``class_subset``: label indices the predictions are restricted to (``None``: all).
+    """
 
     name: str
     images: np.ndarray
     labels: np.ndarray
+    class_subset: np.ndarray | None = None
 
     def __post_init__(self):
         if len(self.images) != len(self.labels):
@@ -87,6 +109,8 @@ class EvalSet:
             )
         if len(self.labels) == 0:
             raise ValueError(f"eval set {self.name!r} is empty.")
+        if self.class_subset is not None:
+            object.__setattr__(self, "class_subset", checked_class_subset(self.class_subset))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -146,12 +170,23 @@ class SourceTrainData:
 
 
 class SourceEvalSet:
-    """A named evaluation set streamed from a TFDS split, with a per-example transform."""
+    """A named evaluation set streamed from a TFDS split, with a per-example transform.
 
-    def __init__(self, name: str, source: Any, transform: Transform | None = None):
+    ``class_subset``: label indices the predictions are restricted to (``None``: all),
+    e.g. ``ftp_jax.data.class_subset_indices("imagenet_a")``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        source: Any,
+        transform: Transform | None = None,
+        class_subset: Any = None,
+    ):
         if len(source) == 0:
             raise ValueError(f"eval set {name!r} is empty.")
         self.name, self.source, self.transform = name, source, transform
+        self.class_subset = None if class_subset is None else checked_class_subset(class_subset)
 
     def __len__(self) -> int:
         return len(self.source)

@@ -94,12 +94,26 @@ def _padded_batches(evalset: EvalData, batch_size: int):
 def evaluate(
     eval_step, params, model_state, evalset: EvalData, batch_size: int, placement=None
 ) -> dict:
-    """Loss and accuracy of the model on ``evalset`` (padded batches, one compile)."""
+    """Loss and accuracy of the model on ``evalset`` (padded batches, one compile).
+
+    If the set has a ``class_subset``, predictions are restricted to those
+    classes and every label must be one of them (checked on the host).
+    """
+    classes = getattr(evalset, "class_subset", None)
     totals = {"loss_sum": 0.0, "correct": 0, "count": 0}
     for batch in _padded_batches(evalset, batch_size):
+        if classes is not None:
+            labels = batch["label"][batch["mask"]]
+            outside = labels[~np.isin(labels, classes)]
+            if len(outside):
+                raise ValueError(
+                    f"eval set {evalset.name!r} has label {int(outside[0])} outside its class "
+                    f"subset of {len(classes)} classes; the subset must contain every label "
+                    "of the set (is it the right subset for this dataset?)."
+                )
         if placement is not None:
             batch = placement.batch(batch)
-        sums = jax.device_get(eval_step(params, model_state, batch))
+        sums = jax.device_get(eval_step(params, model_state, batch, classes))
         for key in totals:
             totals[key] += sums[key].item()
     return {

@@ -6,7 +6,7 @@ dicts; the steps merge them back, run the model, and split again. They are
 jittable functions of arrays only:
 
 ``train_step(state, batch) -> (state, metrics)`` and
-``eval_step(params, model_state, batch) -> metrics``.
+``eval_step(params, model_state, batch, classes=None) -> metrics``.
 """
 
 from __future__ import annotations
@@ -105,13 +105,32 @@ def make_eval_step(graphdef: nnx.GraphDef):
 
     ``batch["mask"]`` (optional, bool) marks the real examples of a padded batch,
     so that every batch has one shape and the step compiles once.
+
+    ``classes`` (optional, int array ``(K,)``) restricts the prediction to those
+    label indices, as ImageNet-A/-R are evaluated (Hendrycks et al. 2021): the
+    argmax and the softmax run over ``logits[:, classes]`` only, i.e.
+    ``pred = classes[argmax_k logits[:, classes[k]]]`` and
+    ``loss = logsumexp_k logits[:, classes[k]] - logits[:, label]``. Labels stay
+    in the model's label space and must lie in ``classes``.
     """
 
-    def eval_step(params: PyTree, model_state: PyTree, batch: dict[str, jax.Array]):
+    def eval_step(
+        params: PyTree,
+        model_state: PyTree,
+        batch: dict[str, jax.Array],
+        classes: jax.Array | None = None,
+    ):
         logits, _ = _forward(graphdef, params, model_state, batch["image"], train=False)
         mask = batch.get("mask", jnp.ones(batch["label"].shape, bool))
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-        correct = (jnp.argmax(logits, -1) == batch["label"]) & mask
+        if classes is None:
+            losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+            predictions = jnp.argmax(logits, -1)
+        else:
+            subset = jnp.take(logits, classes, axis=-1)
+            label_logits = jnp.take_along_axis(logits, batch["label"][:, None], axis=-1)[:, 0]
+            losses = jax.nn.logsumexp(subset, axis=-1) - label_logits
+            predictions = classes[jnp.argmax(subset, -1)]
+        correct = (predictions == batch["label"]) & mask
         return {
             "loss_sum": jnp.sum(jnp.where(mask, losses, 0.0)),
             "correct": jnp.sum(correct),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import tempfile
 from typing import ClassVar
@@ -11,6 +12,7 @@ import PIL.Image
 import tensorflow_datasets as tfds
 
 from ftp_jax.data._builders import _OfflineBuilder, offline
+from ftp_jax.recipes import RecipeConfig
 
 DOMAINS = ("real", "sketch", "painting", "infograph", "clipart")
 NUM_CLASSES = 5
@@ -62,3 +64,50 @@ def prepare(data_dir: str) -> None:
                     file_format="array_record",
                     download_config=tfds.download.DownloadConfig(try_download_gcs=False),
                 )
+
+
+# Tiny versions of the recipes' models (same structure, random weights).
+TINY_MODELS = {
+    "torchvision_resnet50": dict(layers=(1, 1, 1, 1), width=4),
+    "clip_resnet50": dict(layers=(1, 1, 1, 1), width=8, heads=2, output_dim=16),
+    "clip_vit_b16": dict(patch_size=8, width=16, layers=1, heads=2, output_dim=8),
+}
+
+
+def fake_recipe(config: RecipeConfig, **finetune_overrides) -> RecipeConfig:
+    """``config`` on the fake DomainNet: 32 px, one short epoch, no mid-epoch checkpoints.
+
+    The OOD sets map onto the fake domains in order; class subsets (ImageNet-A/-R)
+    become every class of the fake data.
+    """
+    finetune = dataclasses.replace(
+        config.finetune,
+        **{
+            "epochs": 1,
+            "batch_size": 16,
+            "eval_batch_size": 16,
+            "checkpoint_every": 0,
+            "method": dataclasses.replace(
+                config.finetune.method,
+                post_hoc_iters=min(config.finetune.method.post_hoc_iters, 2),
+            ),
+            **finetune_overrides,
+        },
+    )
+    ood_names = [name for name, _ in config.ood]
+    fake_name = {
+        name: f"fake_domainnet/{d}" for name, d in zip(ood_names, DOMAINS[1:], strict=True)
+    }
+    return dataclasses.replace(
+        config,
+        num_classes=NUM_CLASSES,
+        image_size=32,
+        train=("fake_domainnet/real", "train"),
+        validation=("fake_domainnet/real", "test[:50%]"),
+        id_test=("fake_domainnet/real", "test[50%:]"),
+        ood=tuple((fake_name[name], "test") for name in ood_names),
+        class_subsets=tuple(
+            (fake_name[name], tuple(range(NUM_CLASSES))) for name, _ in config.class_subsets
+        ),
+        finetune=finetune,
+    )

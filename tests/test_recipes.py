@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import shutil
@@ -18,11 +17,6 @@ from tests import fake_tfds
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "experiments" / "configs").glob("[di][om]*_*.py"))
-TINY = {
-    "torchvision_resnet50": dict(layers=(1, 1, 1, 1), width=4),
-    "clip_resnet50": dict(layers=(1, 1, 1, 1), width=8, heads=2, output_dim=16),
-    "clip_vit_b16": dict(patch_size=8, width=16, layers=1, heads=2, output_dim=8),
-}
 
 
 def _load(path: Path) -> RecipeConfig:
@@ -56,34 +50,8 @@ def test_recipe_configs_are_found():
 def test_recipe_runs_a_few_steps(path, data_dir):
     config = _load(path)
     assert config.train[0] in ("domainnet/real", "imagenet2012")  # the real datasets by name
-    finetune = dataclasses.replace(
-        config.finetune,
-        epochs=1,
-        batch_size=16,
-        eval_batch_size=16,
-        checkpoint_every=0,
-        method=dataclasses.replace(
-            config.finetune.method, post_hoc_iters=min(config.finetune.method.post_hoc_iters, 2)
-        ),
-    )
-    ood_names = [name for name, _ in config.ood]
-    fake_name = {name: f"fake_domainnet/{d}" for name, d in zip(ood_names, fake_tfds.DOMAINS[1:])}
-    fake = dataclasses.replace(
-        config,
-        num_classes=fake_tfds.NUM_CLASSES,
-        image_size=32,
-        train=("fake_domainnet/real", "train"),
-        validation=("fake_domainnet/real", "test[:50%]"),
-        id_test=("fake_domainnet/real", "test[50%:]"),
-        ood=tuple((fake_name[name], "test") for name in ood_names),
-        # ImageNet-A/-R's 200-class subsets, as every class of the fake data.
-        class_subsets=tuple(
-            (fake_name[name], tuple(range(fake_tfds.NUM_CLASSES)))
-            for name, _ in config.class_subsets
-        ),
-        finetune=finetune,
-    )
-    model = build_model(fake, rngs=nnx.Rngs(0), **TINY[config.model])
+    fake = fake_tfds.fake_recipe(config)
+    model = build_model(fake, rngs=nnx.Rngs(0), **fake_tfds.TINY_MODELS[config.model])
     workdir = tempfile.mkdtemp()
     try:
         summary = run_recipe(

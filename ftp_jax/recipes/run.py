@@ -131,5 +131,6 @@ def run_recipe(
         "validation": result.validation,
         "devices": jax.device_count(),
     }
-    Path(workdir, "recipe_result.json").write_text(json.dumps(summary, indent=1))
+    if jax.process_index() == 0:
+        Path(workdir, "recipe_result.json").write_text(json.dumps(summary, indent=1))
     return summary

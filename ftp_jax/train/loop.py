@@ -140,15 +140,22 @@ def _heldout_batches(evalset: EvalData, batch_size: int, start: int):
 
 
 def _per_leaf(tree: PyTree) -> dict[str, float]:
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    flat = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]
     return {ftp_jax.leaf_path(path): float(value) for path, value in flat}
+
+
+@jax.jit
+def _leaf_distances(params: PyTree, anchor: PyTree) -> PyTree:
+    # One jitted computation, not one per leaf and op: on several hosts every
+    # eager op is a compiled multi-host computation of its own.
+    return jax.tree_util.tree_map(
+        lambda p, a: jnp.sqrt(jnp.sum(jnp.square(p - a))), params, anchor
+    )
 
 
 def _distances(params: PyTree, anchor: PyTree) -> dict[str, float]:
     """L2 distance of every leaf from its pre-trained value."""
-    return _per_leaf(
-        jax.tree_util.tree_map(lambda p, a: jnp.sqrt(jnp.sum(jnp.square(p - a))), params, anchor)
-    )
+    return _per_leaf(_leaf_distances(params, anchor))
 
 
 def _radii(method_name: str, state: TrainState) -> dict[str, float]:
@@ -215,25 +222,65 @@ class _Placement:
         """
         if self.mesh is None:
             return jax.device_put(tree, jax.devices()[0])
-        return jax.tree_util.tree_map(lambda x: jax.device_put(x, self.sharding_of(x)), tree)
+        placed = jax.tree_util.tree_map(lambda x: jax.device_put(x, self.sharding_of(x)), tree)
+        if isinstance(placed, TrainState):  # the RNG key's data: one key, never split
+            placed = placed._replace(rng=jax.device_put(tree.rng, self._replicated))
+        return placed
 
-    def batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        """Splits a batch over the "data" axis (this host's rows, on several hosts)."""
+    def batch(self, batch: dict[str, np.ndarray], *, host_rows: bool = False) -> dict:
+        """Splits a batch over the "data" axis.
+
+        On several hosts, ``host_rows=True`` means ``batch`` holds only this host's
+        rows of the global batch (a training source sharded by host, see
+        :class:`SourceTrainData`); otherwise every host holds the whole global
+        batch (evaluation, held-out data) and places the rows of its own devices.
+        """
         if self.mesh is None:
             return batch
-        if jax.process_count() > 1:
+        if jax.process_count() == 1:
+            return jax.device_put(batch, self._split)
+        if host_rows:
             return {
                 key: jax.make_array_from_process_local_data(self._split, value)
                 for key, value in batch.items()
             }
-        return jax.device_put(batch, self._split)
+        return {
+            key: jax.make_array_from_callback(
+                value.shape, self._split, lambda index, value=value: value[index]
+            )
+            for key, value in batch.items()
+        }
+
+    def heldout_batch(self, batch: dict[str, np.ndarray]) -> dict:
+        """A held-out (TPGM) batch: split over the devices if its size allows, else replicated."""
+        if self.mesh is None:
+            return batch
+        if len(batch["label"]) % self.mesh.shape["data"]:
+            return {key: _replicated(value, self._replicated) for key, value in batch.items()}
+        return self.batch(batch)
+
+
+def _replicated(value: np.ndarray, sharding) -> jax.Array:
+    """The same host array on every device of ``sharding`` (on one host or several)."""
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def is_primary_host() -> bool:
+    """Whether this process writes the run's files (process 0; the only one on one host)."""
+    return jax.process_index() == 0
 
 
 class _Metrics:
-    """Appends JSON lines to ``metrics.jsonl``; on resume drops lines past the checkpoint."""
+    """Appends JSON lines to ``metrics.jsonl``; on resume drops lines past the checkpoint.
+
+    Only the primary host writes (all hosts share the work directory).
+    """
 
     def __init__(self, path: Path, resume_step: int | None):
         self.path = path
+        self.enabled = is_primary_host()
+        if not self.enabled:
+            return
         if resume_step is None:
             path.write_text("")
         elif path.exists():
@@ -245,6 +292,8 @@ class _Metrics:
             path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -385,8 +434,13 @@ def fit(
     if method.projection is not None:
         update_step = jax.jit(method.projection.update_step)
         apply_projection = jax.jit(method.projection.apply)
+    # A training source sharded by host yields this host's rows of each batch.
+    shard = getattr(train, "shard", None)
+    host_rows = shard is not None and shard[1] > 1
     step = int(state.step)
-    bar = _progress_bar(config.progress, total_steps, step, config.method.name)
+    bar = _progress_bar(
+        config.progress and is_primary_host(), total_steps, step, config.method.name
+    )
     stopped = False
     with _Interrupt() as interrupt:
         while progress["epoch"] < config.epochs and not stopped:
@@ -403,7 +457,7 @@ def fit(
             started = time.perf_counter()
             for batch in train.batches(seed, epoch, progress["batch"]):
                 iteration = progress["batch"]
-                state, step_metrics = train_step(state, placement.batch(batch))
+                state, step_metrics = train_step(state, placement.batch(batch, host_rows=host_rows))
                 if method.projection is not None:
                     action = ftp_jax.projection_action(iteration, method.proj_freq)
                     state = _project(
@@ -415,6 +469,7 @@ def fit(
                         heldout,
                         config,
                         progress,
+                        placement,
                     )
                 step_metrics = jax.device_get(step_metrics)
                 sums["loss"] += float(step_metrics["loss"])
@@ -473,7 +528,9 @@ def fit(
             method.post_hoc,
             best_params,
             projection_state,
-            _with_state(_heldout_batches(heldout, config.batch_size, 0), best_model_state),
+            _with_state(
+                _heldout_batches(heldout, config.batch_size, 0), best_model_state, placement
+            ),
             update_step=jax.jit(method.post_hoc.update_step),
             apply=jax.jit(method.post_hoc.apply),
         )
@@ -498,21 +555,24 @@ def fit(
         steps=int(state.step),
     )
     metrics.write({"event": "result", "step": int(state.step), **result.to_json()})
-    result_path.write_text(json.dumps({"fingerprint": run_id, **result.to_json()}, indent=1))
+    if is_primary_host():
+        result_path.write_text(json.dumps({"fingerprint": run_id, **result.to_json()}, indent=1))
     return result
 
 
-def _with_state(batches, model_state):
+def _with_state(batches, model_state, placement):
+    """Held-out batches on the mesh, with the model's batch statistics for the eval forward."""
     for batch in batches:
-        yield {**batch, "model_state": model_state}
+        yield {**placement.heldout_batch(batch), "model_state": model_state}
 
 
-def _project(state, action, projection, update_step, apply, heldout, config, progress):
+def _project(state, action, projection, update_step, apply, heldout, config, progress, placement):
     """TPGM after a training step: a projection update (then apply), or apply only."""
     if action == "update":
         source = _with_state(
             _heldout_batches(heldout, config.batch_size, progress["heldout_consumed"]),
             state.model_state,
+            placement,
         )
         params, projection_state, _, _ = ftp_jax.run_projection_update(
             projection,

@@ -1,0 +1,83 @@
+"""One process of a multi-host recipe run on CPU, for ``tests/test_multihost.py``.
+
+``python -m tests.multihost_worker --process_id I --num_processes N --port P
+--devices D --data_dir DIR --runs NAME:METHOD:SHARD ... --out_dir DIR``
+
+Each process simulates ``D`` CPU devices and joins the others through
+``jax.distributed.initialize`` (CPU collectives over gloo), so that N processes
+form one mesh of ``N * D`` devices, as N hosts would. Every run is a recipe
+(``domainnet(METHOD)`` on the fake DomainNet, with a tiny dense model for a
+small compile cost; ``SHARD``: 1 to shard params and optimizer state) written
+to ``out_dir/NAME``; its summary goes to stdout as one JSON line per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--process_id", type=int, required=True)
+    parser.add_argument("--num_processes", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--devices", type=int, required=True)
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--out_dir", required=True)
+    parser.add_argument("--runs", nargs="+", required=True)
+    args = parser.parse_args(argv)
+
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax
+
+    jax.config.update("jax_numpy_rank_promotion", "raise")
+    if args.num_processes > 1:
+        jax.distributed.initialize(
+            f"localhost:{args.port}",
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+            initialization_timeout=120,
+        )
+    from flax import nnx
+
+    from ftp_jax.recipes import domainnet, run_recipe
+    from tests import fake_tfds
+
+    class TinyNet(nnx.Module):
+        """Dense-BatchNorm-head on 32x32 RGB: the recipe's loop at a small compile cost."""
+
+        def __init__(self, rngs):
+            self.body = nnx.Linear(32 * 32 * 3, 32, rngs=rngs)
+            self.norm = nnx.BatchNorm(32, rngs=rngs)
+            self.head = nnx.Linear(32, fake_tfds.NUM_CLASSES, rngs=rngs)
+
+        def __call__(self, x):
+            return self.head(nnx.relu(self.norm(self.body(x.reshape(x.shape[0], -1)))))
+
+    for run in args.runs:
+        name, method, shard = run.split(":")
+        config = dataclasses.replace(
+            fake_tfds.fake_recipe(domainnet(method, model="torchvision_resnet50")),
+            shard_params=shard == "1",
+        )
+        # Built in one jitted call: on several hosts every eager op of the random
+        # initialization would be a multi-host computation compiled on its own.
+        model = nnx.jit(lambda: TinyNet(nnx.Rngs(0)))()
+        summary = run_recipe(
+            config,
+            data_dir=args.data_dir,
+            workdir=os.path.join(args.out_dir, name),
+            weights=None,
+            model=model,
+            progress=False,
+        )
+        print("SUMMARY " + json.dumps({"run": name, **summary}), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

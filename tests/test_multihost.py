@@ -1,0 +1,161 @@
+"""Multi-host runs: 2 processes joined by ``jax.distributed`` equal one process with their devices.
+
+Each process is a separate Python (``tests/multihost_worker.py``) with one
+simulated CPU device, joined over gloo, as two hosts would be; the reference is
+one process with two devices. The recipe streams its data from TFDS with each
+host reading its own rows of every batch, evaluates on global batches, runs
+TPGM's held-out updates, shards params and optimizer state, checkpoints with
+orbax from both hosts, and writes its files from host 0 only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import fake_tfds
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ["ftp:ftp_sgd:1", "tpgm:tpgm:0"]  # FTP with sharded params; TPGM with held-out updates
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _worker(process_id, num_processes, devices, port, data_dir, out_dir):
+    command = [
+        sys.executable,
+        "-m",
+        "tests.multihost_worker",
+        f"--process_id={process_id}",
+        f"--num_processes={num_processes}",
+        f"--port={port}",
+        f"--devices={devices}",
+        f"--data_dir={data_dir}",
+        f"--out_dir={out_dir}",
+        "--runs",
+        *RUNS,
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _summaries(process) -> dict:
+    output, _ = process.communicate(timeout=600)
+    if process.returncode != 0:
+        raise AssertionError(f"worker failed ({process.returncode}):\n{output[-4000:]}")
+    lines = [line[len("SUMMARY ") :] for line in output.splitlines() if line.startswith("SUMMARY ")]
+    return {record.pop("run"): record for record in map(json.loads, lines)}
+
+
+def _epochs(workdir: Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def runs():
+    root = Path(tempfile.mkdtemp(prefix="ftp_jax_multihost_"))
+    try:
+        fake_tfds.prepare(str(root / "data"))
+        port = _free_port()
+        hosts = [_worker(i, 2, 1, port, root / "data", root / "multi") for i in range(2)]
+        single = _worker(0, 1, 2, 0, root / "data", root / "single")
+        yield (
+            [_summaries(p) for p in hosts],
+            _summaries(single),
+            root,
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_hosts_equal_one_host_with_their_devices(runs):
+    hosts, single, _ = runs
+    assert set(single) == {"ftp", "tpgm"}
+    for name in single:
+        assert single[name]["devices"] == 2
+        # Both hosts see the same numbers: the single process's accuracies exactly,
+        # its losses up to the order of float32 sums across hosts.
+        assert hosts[0][name] == hosts[1][name]
+        multi = hosts[0][name]
+        for key in ("id", "ood", "ood_average", "best_epoch", "devices"):
+            assert multi[key] == single[name][key]
+        assert multi["validation"]["accuracy"] == single[name]["validation"]["accuracy"]
+        np.testing.assert_allclose(
+            multi["validation"]["loss"], single[name]["validation"]["loss"], rtol=1e-5
+        )
+        # Every evaluation example counted once (not once per host).
+        assert multi["validation"]["count"] == single[name]["validation"]["count"] == 16
+
+
+def test_two_hosts_write_one_set_of_files_equal_to_one_host(runs):
+    _, _, root = runs
+    for name in ("ftp", "tpgm"):
+        multi, single = _epochs(root / "multi" / name), _epochs(root / "single" / name)
+        assert [r["event"] for r in multi] == ["epoch", "result"]  # one writer
+        for record_multi, record_single in zip(multi, single, strict=True):
+            for key in ("train_loss", "val_loss"):
+                if key in record_single:
+                    np.testing.assert_allclose(record_multi[key], record_single[key], rtol=1e-5)
+            for key in ("distance", "radius"):
+                if key in record_single:
+                    assert record_multi[key].keys() == record_single[key].keys()
+                    np.testing.assert_allclose(
+                        list(record_multi[key].values()),
+                        list(record_single[key].values()),
+                        rtol=1e-5,
+                        atol=1e-6,  # leaves that barely moved (~1e-9)
+                    )
+        assert (root / "multi" / name / "recipe_result.json").exists()
+        assert (root / "multi" / name / "checkpoints").is_dir()
+
+
+class _Initialized(Exception):
+    pass
+
+
+def test_cli_passes_the_cluster_to_jax_distributed(monkeypatch):
+    import jax
+
+    from ftp_jax.recipes.__main__ import main
+
+    calls = []
+
+    def initialize(**kwargs):
+        calls.append(kwargs)
+        raise _Initialized
+
+    monkeypatch.setattr(jax.distributed, "initialize", initialize)
+    common = ["--config", "c.py", "--data_dir", "d", "--weights", "w", "--workdir", "r"]
+    with pytest.raises(_Initialized):
+        main([*common, "--multihost"])
+    with pytest.raises(_Initialized):
+        main(
+            [
+                *common,
+                "--multihost",
+                "--coordinator_address=10.0.0.1:1234",
+                "--num_processes=4",
+                "--process_id=3",
+            ]
+        )
+    assert calls == [
+        {},
+        {"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 3},
+    ]
+    with pytest.raises(SystemExit):  # cluster options without --multihost
+        main([*common, "--num_processes=4"])

@@ -1,10 +1,18 @@
 """Pre-trained weights from PyTorch checkpoints into the Flax NNX models.
 
-- :func:`load_pretrained` ``(model, path, *, kind, prefix, new_head, engine) -> LoadReport``:
-  reads a checkpoint file and sets the model's parameters and batch statistics.
+- :func:`load_pretrained` ``(model, path, *, kind, prefix, new_head, engine, naming,
+  pos_embed_resize, resize_attnpool) -> LoadReport``: reads a checkpoint file or
+  folder and sets the model's parameters and batch statistics.
 - :func:`load_state_dict`: the same from an in-memory state dict.
 - :func:`read_state_dict`: a file into ``{key: numpy array}``, without torch for
-  ``torch.save`` files (zip and legacy), TorchScript archives and safetensors.
+  ``torch.save`` files (zip and legacy), TorchScript archives and safetensors;
+  sharded checkpoints (``*.index.json``) and ``save_pretrained`` folders read whole.
+
+Besides OpenAI CLIP's and torchvision's key names, a ViT loads from a
+HuggingFace ``transformers`` CLIP checkpoint (``CLIPModel``, ``CLIPVisionModel``,
+``CLIPVisionModelWithProjection``; ``naming="auto"`` detects it), and a ViT
+positional embedding trained at another image size is resampled bicubically to
+the model's grid (``pos_embed_resize``; the report's ``resized`` says so).
 - :func:`to_torch_state_dict`, :func:`write_safetensors`: back to PyTorch.
 - :func:`torch_key_map`: ``{Flax path: PyTorch key}`` of a model.
 """

@@ -28,6 +28,14 @@ the model does not use (its classifier, CLIP's text tower, ``num_batches_tracked
 is listed in the :class:`LoadReport`. A backbone parameter with no tensor in the
 checkpoint, or a tensor of another shape, is an error naming both, and the model
 is left unchanged.
+
+Two departures from the table, both reported: a HuggingFace ``transformers``
+CLIP vision tower (``vision_model.encoder.layers.N.self_attn.q_proj.weight``, ...)
+is renamed to OpenAI CLIP's names first (:mod:`ftp_jax.convert._hf_clip`), and a
+positional embedding of another grid than the model's (weights trained at
+another image size) is resampled bicubically (:mod:`ftp_jax.convert._resize`).
+Folders written by ``save_pretrained`` and sharded checkpoints (``*.index.json``)
+are read whole (:mod:`ftp_jax.convert._sharded`).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from typing import Any
@@ -43,6 +52,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ftp_jax.convert import _hf_clip, _sharded
+from ftp_jax.convert._errors import CheckpointError
+from ftp_jax.convert._resize import METHODS, grid_side, resample_positions
 from ftp_jax.convert._safetensors import is_safetensors, read_safetensors
 from ftp_jax.convert._torch_pickle import (
     Opaque,
@@ -50,7 +62,7 @@ from ftp_jax.convert._torch_pickle import (
     module_state_dict,
     read_torch_file,
 )
-from ftp_jax.models.clip_resnet import CLIPResNet
+from ftp_jax.models.clip_resnet import AttentionPool2d, CLIPResNet
 from ftp_jax.models.resnet import ResNet
 from ftp_jax.models.vit import MultiHeadSelfAttention, VisionTransformer
 
@@ -91,10 +103,6 @@ _LAYERS: dict[type, dict[str, tuple[str, str]]] = {
 }
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that does not fit the model: a missing tensor, a shape, a prefix."""
-
-
 @dataclasses.dataclass(frozen=True)
 class LoadReport:
     """What :func:`load_pretrained` did.
@@ -110,6 +118,13 @@ class LoadReport:
         tower, ``num_batches_tracked``, ...).
       cast: ``{checkpoint dtype: count}`` of tensors cast to the model's dtype
         (OpenAI's CLIP files hold float16).
+      naming: the checkpoint's key names: ``"openai"`` (those of the PyTorch
+        modules the models mirror: OpenAI CLIP, torchvision) or ``"hf"``
+        (``transformers``' CLIP, renamed on loading).
+      resized: ``{Flax path: (checkpoint grid side, model grid side)}`` of the
+        positional embeddings resampled to the model's grid.
+      notes: sentences on what else the loading did or could not follow
+        (resampling, a ``config.json`` the model cannot follow).
     """
 
     source: str
@@ -119,10 +134,14 @@ class LoadReport:
     fresh: tuple[str, ...]
     unused: tuple[str, ...]
     cast: dict[str, int]
+    naming: str = "openai"
+    resized: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def __str__(self) -> str:
+        names = ", HF CLIP names" if self.naming == "hf" else ""
         lines = [
-            f"Loaded {len(self.loaded)} tensors from {self.source} ({self.format}, "
+            f"Loaded {len(self.loaded)} tensors from {self.source} ({self.format}{names}, "
             f"prefix {self.prefix!r})."
         ]
         if self.cast:
@@ -130,6 +149,7 @@ class LoadReport:
             lines.append(f"Cast to the model's dtype: {casts}.")
         lines.append(f"Left as initialized ({len(self.fresh)}): {', '.join(self.fresh) or 'none'}.")
         lines.append(f"Unused checkpoint tensors ({len(self.unused)}): {_examples(self.unused)}.")
+        lines.extend(self.notes)
         return "\n".join(lines)
 
 
@@ -139,6 +159,7 @@ class _Entry:
     key: str  # PyTorch key without prefix, 'layer1.0.conv1.weight'
     layout: str  # 'conv', 'linear' or 'same'
     variable: nnx.Variable
+    positions: str | None = None  # 'vit' or 'attnpool' for a resamplable positional embedding
 
 
 def _examples(items, limit: int = 8) -> str:
@@ -175,7 +196,12 @@ def _entries(model: nnx.Module) -> list[_Entry]:
         else:  # a raw parameter of a model's own module: PyTorch name and layout
             torch_name, layout = leaf, "same"
         key = ".".join([*(str(k) for k in parent_path), torch_name])
-        entries.append(_Entry(flax_path, key, layout, node))
+        positions = None
+        if leaf == "positional_embedding" and isinstance(parent, VisionTransformer):
+            positions = "vit"
+        elif leaf == "positional_embedding" and isinstance(parent, AttentionPool2d):
+            positions = "attnpool"
+        entries.append(_Entry(flax_path, key, layout, node, positions))
     return sorted(entries, key=lambda e: e.path)
 
 
@@ -270,9 +296,21 @@ def _read_with_torch(path: str) -> dict[str, np.ndarray]:
     return _state_dict_of(obj)
 
 
-def _read(path: str, engine: str) -> tuple[dict[str, np.ndarray], str]:
+def _read(path: str, engine: str) -> tuple[dict[str, np.ndarray], str, str]:
+    """``(tensors, format, the file read)`` of a file, a shard index or a checkpoint folder."""
     if engine not in ("auto", "python", "torch"):
         raise ValueError(f"`engine` must be 'auto', 'python' or 'torch', got {engine!r}.")
+    if os.path.isdir(path):
+        path = _sharded.checkpoint_in_folder(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint file at {path!r}")
+    if _sharded.is_index(path):
+        return (*_sharded.read_index(path, lambda shard: _read_file(shard, engine)), path)
+    return (*_read_file(path, engine), path)
+
+
+def _read_file(path: str, engine: str) -> tuple[dict[str, np.ndarray], str]:
+    """``(tensors, format)`` of one checkpoint file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint file at {path!r}")
     if path.endswith(".safetensors") or is_safetensors(path):
@@ -301,8 +339,12 @@ def read_state_dict(path: str | os.PathLike, *, engine: str = "auto") -> dict[st
     Args:
       path: a safetensors file, a ``torch.save`` file (``.pt``/``.pth``/``.bin``/
         ``.tar``, zip or legacy format, possibly wrapping the state dict in
-        ``{'state_dict': ...}`` or ``{'model': ...}``), or a TorchScript archive
-        (OpenAI CLIP's ``RN50.pt``, ``ViT-B-16.pt``).
+        ``{'state_dict': ...}`` or ``{'model': ...}``), a TorchScript archive
+        (OpenAI CLIP's ``RN50.pt``, ``ViT-B-16.pt``), a shard index
+        (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``: every
+        shard it names is read), or a ``save_pretrained`` folder holding
+        ``model.safetensors``, ``model.safetensors.index.json``,
+        ``pytorch_model.bin`` or ``pytorch_model.bin.index.json`` (first found).
       engine: for PyTorch files, ``"auto"`` (the pure-python reader; torch, when
         installed, for the files it cannot read), ``"python"`` (never torch) or
         ``"torch"`` (``torch.load(weights_only=True)`` / ``torch.jit.load``).
@@ -313,7 +355,8 @@ def read_state_dict(path: str | os.PathLike, *, engine: str = "auto") -> dict[st
       ``module.base_encoder.`` or ``visual.`` kept), arrays in PyTorch layout.
 
     Raises:
-      FileNotFoundError: if there is no file at ``path``.
+      FileNotFoundError: if there is no file at ``path``, or no checkpoint in the folder.
+      CheckpointError: a shard index naming a missing shard file, or a bad index.
       UnsupportedCheckpoint: if no reader can read it.
     """
     return _read(os.fspath(path), engine)[0]
@@ -360,6 +403,83 @@ def _check_kind(model: nnx.Module, kind: str | None) -> None:
         )
 
 
+def _check_options(naming: str, pos_embed_resize: str | None) -> None:
+    if naming not in ("auto", "openai", "hf"):
+        raise ValueError(f"`naming` must be 'auto', 'openai' or 'hf', got {naming!r}.")
+    if pos_embed_resize is not None and pos_embed_resize not in METHODS:
+        raise ValueError(
+            f"`pos_embed_resize` must be one of {sorted(METHODS)} or None, got "
+            f"{pos_embed_resize!r}."
+        )
+
+
+def _apply_naming(
+    model: nnx.Module, arrays: dict[str, np.ndarray], naming: str
+) -> tuple[str, dict[str, np.ndarray], dict[str, tuple[str, ...]]]:
+    """``(naming used, tensors under OpenAI names, {new key: HF keys it came from})``."""
+    if naming == "openai":
+        return "openai", arrays, {}
+    towers = _hf_clip.tower_prefixes(arrays)
+    if naming == "auto" and not (towers and isinstance(model, VisionTransformer)):
+        return "openai", arrays, {}
+    if not towers:
+        raise CheckpointError(
+            "naming='hf', but the checkpoint holds no transformers CLIP vision tower (keys "
+            "ending in 'embeddings.patch_embedding.weight' and 'embeddings.class_embedding'); "
+            f"its keys look like {_examples(list(arrays), 4)}."
+        )
+    renamed, origins = _hf_clip.to_openai_names(arrays)
+    return "hf", renamed, origins
+
+
+def _missing_message(
+    missing: list[_Entry], prefix: str, naming: str, original_keys: list[str]
+) -> str:
+    first = missing[0]
+    names = [
+        (_hf_clip.hf_key(e.key, prefix) if naming == "hf" else None) or prefix + e.key
+        for e in missing
+    ]
+    present = [k for k in original_keys if k.startswith(prefix)]
+    message = (
+        f"the checkpoint has no tensor {names[0]!r} for the backbone parameter "
+        f"{first.path!r}; {len(missing)} missing in all: {_examples(names, 6)}. Checkpoint keys "
+        f"under {prefix!r} look like {_examples(present, 4)}. "
+        "Pass prefix=... if the backbone is under another prefix, or widen new_head to "
+        "leave more parameters as initialized."
+    )
+    if naming == "openai" and _hf_clip.tower_prefixes(original_keys):
+        message += (
+            " The checkpoint holds a transformers CLIP vision tower: pass naming='hf' (or "
+            "'auto', for a VisionTransformer) to rename it."
+        )
+    if naming == "hf" and any(e.key == "proj" for e in missing):
+        message += (
+            " A transformers CLIPVisionModel has no projection to the joint embedding "
+            "(CLIPVisionModelWithProjection and CLIPModel have `visual_projection`): load one "
+            "of those, or pass new_head=r'head/.*|proj' to leave `proj` as initialized."
+        )
+    return message
+
+
+def _resample_hint(entry: _Entry, found: tuple[int, ...], needed: tuple[int, ...]) -> str:
+    """How to load a positional embedding of another grid, when resampling would do it."""
+    if entry.positions is None or len(found) != 2 or found[1:] != needed[1:]:
+        return ""
+    source, target = grid_side(found[0]), grid_side(needed[0])
+    if source is None or target is None:
+        return ""
+    option = (
+        "resize_attnpool=True"
+        if entry.positions == "attnpool"
+        else "pos_embed_resize='bicubic_antialias'"
+    )
+    return (
+        f" To resample its {source}x{source} grid of positions to the model's "
+        f"{target}x{target} (bicubic), pass {option}."
+    )
+
+
 def load_state_dict(
     model: nnx.Module,
     state_dict: Mapping[str, Any],
@@ -367,6 +487,9 @@ def load_state_dict(
     kind: str | None = None,
     prefix: str | None = None,
     new_head: str | None = r"head/.*",
+    naming: str = "auto",
+    pos_embed_resize: str | None = "bicubic_antialias",
+    resize_attnpool: bool = False,
     source: str = "<state dict>",
     file_format: str = "state dict",
 ) -> LoadReport:
@@ -381,10 +504,29 @@ def load_state_dict(
         or JAX arrays; other values are ignored), or a checkpoint dict wrapping one.
       kind: optional check that the model is of the class the checkpoint kind
         loads into (see :data:`KINDS`).
-      prefix: the checkpoint's key prefix (``"visual."``, ``"module.base_encoder."``);
-        ``None`` finds it.
+      prefix: the checkpoint's key prefix (``"visual."``, ``"module.base_encoder."``,
+        ``"vision_model."`` for HF CLIP); ``None`` finds it.
       new_head: a regular expression over Flax paths (full match) of the
         parameters left as initialized; ``None`` loads every parameter.
+      naming: the checkpoint's key names. ``"openai"``: those of the PyTorch
+        modules the models mirror (OpenAI CLIP, torchvision). ``"hf"``: a
+        ``transformers`` CLIP vision tower (``CLIPModel``, ``CLIPVisionModel``,
+        ``CLIPVisionModelWithProjection``: ``vision_model.encoder.layers.N.
+        self_attn.q_proj.weight``, ``visual_projection.weight``, ...), renamed to
+        OpenAI's (q, k, v fused into ``in_proj``, the projection transposed).
+        ``"auto"``: ``"hf"`` for a :class:`~ftp_jax.models.VisionTransformer` and a
+        checkpoint holding such a tower, ``"openai"`` otherwise.
+      pos_embed_resize: how a ViT positional embedding of another grid than the
+        model's (a checkpoint trained at another image size) is resampled, its
+        class-token position kept: ``"bicubic_antialias"`` (timm's
+        ``resample_abs_pos_embed`` and OpenCLIP's ``resize_pos_embed``: torch's
+        bicubic ``interpolate`` with ``antialias=True``, as ``jax.image.resize``),
+        ``"bicubic"`` (``antialias=False``, as HF CLIP's ``interpolate_pos_encoding``),
+        or ``None`` (a grid change is an error).
+      resize_attnpool: also resample a :class:`~ftp_jax.models.CLIPResNet`'s
+        attention-pool positional embedding (with ``pos_embed_resize``) when its
+        grid differs (image size not 32 x the checkpoint's grid); off by default,
+        as OpenCLIP resamples only the ViT's.
       source, file_format: how the report names the origin.
 
     Returns:
@@ -393,10 +535,13 @@ def load_state_dict(
     Raises:
       CheckpointError: naming the Flax path and the checkpoint key, if a
         parameter outside ``new_head`` has no tensor in the checkpoint or a tensor
-        of another shape, if ``new_head`` matches no parameter, or if the prefix
-        is ambiguous. The model is unchanged then.
+        of another shape (a positional embedding that is not a class-token
+        position and a square grid of the model's width included), if
+        ``new_head`` matches no parameter, or if the prefix is ambiguous. The
+        model is unchanged then.
     """
     _check_kind(model, kind)
+    _check_options(naming, pos_embed_resize)
     entries = _entries(model)
     if new_head is not None:
         head_re = re.compile(new_head)
@@ -411,39 +556,55 @@ def load_state_dict(
         fresh = []
     fresh_paths = {e.path for e in fresh}
     wanted = [e for e in entries if e.path not in fresh_paths]
-    arrays = _state_dict_of(state_dict)
+    original = _state_dict_of(state_dict)
+    naming, arrays, origins = _apply_naming(model, original, naming)
     if prefix is None:
         prefix = _find_prefix(list(arrays), {e.key for e in wanted})
     missing = [e for e in wanted if prefix + e.key not in arrays]
     if missing:
-        first = missing[0]
-        raise CheckpointError(
-            f"the checkpoint has no tensor {prefix + first.key!r} for the backbone parameter "
-            f"{first.path!r}; {len(missing)} missing in all: "
-            f"{_examples([prefix + e.key for e in missing], 6)}. Checkpoint keys under "
-            f"{prefix!r} look like {_examples([k for k in arrays if k.startswith(prefix)], 4)}. "
-            "Pass prefix=... if the backbone is under another prefix, or widen new_head to "
-            "leave more parameters as initialized."
-        )
+        raise CheckpointError(_missing_message(missing, prefix, naming, list(original)))
+
+    def describe(key: str) -> str:
+        sources = origins.get(key, (key,))
+        return repr(key) if sources == (key,) else f"{key!r} (from {', '.join(sources)})"
+
     values = []
     cast: dict[str, int] = {}
+    resized: dict[str, tuple[int, int]] = {}
     for entry in wanted:
-        array = arrays[prefix + entry.key]
+        key = prefix + entry.key
+        array = arrays[key]
         converted = _from_torch_layout(array, entry.layout)
         current = entry.variable.get_value()
+        resample = (
+            pos_embed_resize is not None
+            and (entry.positions == "vit" or (entry.positions == "attnpool" and resize_attnpool))
+            and converted.ndim == 2
+            and converted.shape[1] == current.shape[1]  # another width is a shape error
+        )
+        if converted.shape != current.shape and resample:
+            converted = resample_positions(
+                converted, current.shape, pos_embed_resize, name=describe(key)
+            )
+            resized[entry.path] = (grid_side(array.shape[0]), grid_side(current.shape[0]))
         if converted.shape != current.shape:
             raise CheckpointError(
-                f"checkpoint tensor {prefix + entry.key!r} has shape {array.shape} (PyTorch "
+                f"checkpoint tensor {describe(key)} has shape {array.shape} (PyTorch "
                 f"layout), but {entry.path!r} needs {_torch_shape(current.shape, entry.layout)} "
                 f"(Flax shape {tuple(current.shape)}). Build the model with the checkpoint's "
                 "configuration (widths, depths, number of classes, image size)."
+                + _resample_hint(entry, tuple(array.shape), tuple(current.shape))
             )
         if array.dtype != current.dtype:
             cast[str(array.dtype)] = cast.get(str(array.dtype), 0) + 1
         values.append(jnp.asarray(converted, dtype=current.dtype))
     for entry, value in zip(wanted, values, strict=True):
         entry.variable.set_value(value)
-    used = {prefix + e.key for e in wanted}
+    used = {source for e in wanted for source in origins.get(prefix + e.key, (prefix + e.key,))}
+    notes = tuple(
+        f"Resampled {path} from a {a}x{a} to a {b}x{b} grid of positions ({pos_embed_resize})."
+        for path, (a, b) in resized.items()
+    )
     return LoadReport(
         source=source,
         format=file_format,
@@ -453,11 +614,14 @@ def load_state_dict(
         # The informative keys first (classifiers, other towers), the counters last.
         unused=tuple(
             sorted(
-                (k for k in arrays if k not in used),
+                (k for k in original if k not in used),
                 key=lambda k: (k.endswith("num_batches_tracked"), k),
             )
         ),
         cast=cast,
+        naming=naming,
+        resized=resized,
+        notes=notes,
     )
 
 
@@ -473,13 +637,16 @@ def load_pretrained(
     prefix: str | None = None,
     new_head: str | None = r"head/.*",
     engine: str = "auto",
+    naming: str = "auto",
+    pos_embed_resize: str | None = "bicubic_antialias",
+    resize_attnpool: bool = False,
 ) -> LoadReport:
-    """Loads pre-trained PyTorch weights from a file into ``model``, in place.
+    """Loads pre-trained PyTorch weights from a file or folder into ``model``, in place.
 
-    Reads the file with :func:`read_state_dict` (no torch needed for
-    ``torch.save`` files, TorchScript archives and safetensors), then maps it
-    with :func:`load_state_dict`. Build the optimizer *after* loading: FTP's
-    anchor is the params at ``init``.
+    Reads the checkpoint with :func:`read_state_dict` (no torch needed for
+    ``torch.save`` files, TorchScript archives and safetensors, sharded or not),
+    then maps it with :func:`load_state_dict`. Build the optimizer *after*
+    loading: FTP's anchor is the params at ``init``.
 
     Args:
       model: the Flax model, e.g. ``ftp_jax.models.clip_resnet50(num_classes=345,
@@ -487,19 +654,26 @@ def load_pretrained(
       path: the checkpoint: OpenAI CLIP's ``RN50.pt`` / ``ViT-B-16.pt``
         (TorchScript, ``visual.*``), open_clip's state dicts or safetensors,
         MoCo v3's ``r-50-1000ep.pth.tar`` (``{'state_dict': {'module.base_encoder.*'}}``),
-        torchvision's ``resnet50-*.pth``.
+        torchvision's ``resnet50-*.pth``, a ``transformers`` CLIP model's
+        ``save_pretrained`` folder or its ``model.safetensors`` /
+        ``model.safetensors.index.json``.
       kind: ``"torchvision_resnet50"``, ``"clip_resnet50"`` or ``"clip_vit_b16"``
         to check the model's class; ``None`` skips the check.
       prefix: the key prefix of the backbone; ``None`` finds it.
       new_head: Flax paths (regular expression, full match) left as initialized.
       engine: ``"auto"``, ``"python"`` or ``"torch"`` (see :func:`read_state_dict`).
+      naming, pos_embed_resize, resize_attnpool: see :func:`load_state_dict`.
 
     Returns:
-      A :class:`LoadReport`; ``print(report)`` summarizes it.
+      A :class:`LoadReport`; ``print(report)`` summarizes it. For a
+      ``transformers`` checkpoint whose ``config.json`` (beside it) asks for
+      what the model does not compute (an activation other than QuickGELU,
+      another LayerNorm epsilon) the report's ``notes`` say so, and a
+      ``UserWarning`` is issued.
 
     Raises:
       CheckpointError: a backbone parameter missing from the checkpoint or of
-        another shape (naming both), an ambiguous prefix.
+        another shape (naming both), an ambiguous prefix, a missing shard.
       UnsupportedCheckpoint: a file no reader can read.
 
     Example::
@@ -511,17 +685,26 @@ def load_pretrained(
                        row_axes=ftp_jax.models.clip_row_axes)
     """
     _check_kind(model, kind)
-    path = os.fspath(path)
-    arrays, file_format = _read(path, engine)
-    return load_state_dict(
+    _check_options(naming, pos_embed_resize)
+    arrays, file_format, read_path = _read(os.fspath(path), engine)
+    report = load_state_dict(
         model,
         arrays,
         kind=kind,
         prefix=prefix,
         new_head=new_head,
-        source=repr(path),
+        naming=naming,
+        pos_embed_resize=pos_embed_resize,
+        resize_attnpool=resize_attnpool,
+        source=repr(read_path),
         file_format=file_format,
     )
+    if report.naming == "hf":
+        notes = _hf_clip.config_notes(os.path.dirname(os.path.abspath(read_path)))
+        for note in notes:
+            warnings.warn(note, stacklevel=2)
+        report = dataclasses.replace(report, notes=report.notes + notes)
+    return report
 
 
 def to_torch_state_dict(

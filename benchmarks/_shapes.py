@@ -13,7 +13,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["SHAPE_LISTS", "resnet50_shapes", "vit_b16_shapes", "shape_tree", "random_tree"]
+__all__ = [
+    "SHAPE_LISTS",
+    "resnet50_shapes",
+    "vit_b16_shapes",
+    "shape_tree",
+    "random_tree",
+    "torch_layout_shape",
+]
 
 Shapes = list[tuple[str, tuple[int, ...]]]
 
@@ -115,6 +122,39 @@ def random_tree(
     return treedef.unflatten(
         [scale * jax.random.normal(k, s, dtype) for k, s in zip(keys, leaves, strict=True)]
     )
+
+
+def torch_layout_shape(path: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The PyTorch-layout shape of the Flax-layout leaf ``path`` (same number of elements).
+
+    Conv kernels HWIO -> OIHW, Dense ``(in, out)`` -> Linear ``(out, in)``; ViT
+    attention kernels ``(in, heads, head_dim)`` -> ``(heads * head_dim, in)``, the
+    output projection ``(heads, head_dim, out)`` -> ``(out, heads * head_dim)`` and
+    the ``(heads, head_dim)`` biases -> ``(heads * head_dim,)`` (query, key and value
+    stay separate leaves: torch's fused ``in_proj_weight`` would be one leaf of three
+    times the rows). Everything else (norms, biases, tokens, position embeddings) is
+    the same in both layouts.
+    """
+    shape = tuple(shape)
+    leaf = path.rsplit("/", 1)[-1]
+    if "/attention/" in path and leaf == "kernel" and len(shape) == 3:
+        if path.endswith("/out/kernel"):
+            heads, head_dim, out = shape
+            new = (out, heads * head_dim)
+        else:
+            cin, heads, head_dim = shape
+            new = (heads * head_dim, cin)
+    elif "/attention/" in path and leaf == "bias" and len(shape) == 2:
+        new = (shape[0] * shape[1],)
+    elif leaf == "kernel" and len(shape) == 4:
+        kh, kw, cin, cout = shape
+        new = (cout, cin, kh, kw)
+    elif leaf == "kernel" and len(shape) == 2:
+        new = (shape[1], shape[0])
+    else:
+        new = shape
+    assert np.prod(new, dtype=np.int64) == np.prod(shape, dtype=np.int64), (path, shape, new)
+    return new
 
 
 def count(shapes: Shapes) -> int:

@@ -17,6 +17,16 @@ bytes its kernels read and write and its largest temporary buffer, both per byte
 of params. ``--ftp-before PATH`` adds rows for another version of
 ``ftp_jax/_ftp.py`` (e.g. ``git show HEAD~1:ftp_jax/_ftp.py > /tmp/ftp_before.py``).
 
+``--reference PATH`` adds the PyTorch reference (needs torch): PATH is the
+authors' optimizer file (GT-RIPL/FTP ``util/FTP.py``, which the project does not
+contain), whose ``SGDP`` and ``AdamP`` are timed next to ``torch.optim.SGD``
+(momentum 0.9, weight decay 5e-4) and ``torch.optim.AdamW`` on the same shapes in
+PyTorch layout, after the JAX rows of each tree, with ``--torch-threads`` threads
+(default: the CPUs this process may use, as XLA). Add ``sgd+momentum`` to
+``--bases`` for the JAX row that matches ``SGDP``. Those rows go under the JSON's
+``reference`` key, with the torch version and thread count. See
+:mod:`benchmarks._reference`.
+
 Writes ``benchmarks/results/update_step_<device>.json`` (``--out`` to change).
 """
 
@@ -29,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import _common, _shapes  # noqa: E402
+from benchmarks import _common, _reference, _shapes  # noqa: E402
 
 
 def _quick_shapes() -> _shapes.Shapes:
@@ -115,10 +125,41 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="another version of ftp_jax/_ftp.py to time next to the current one",
     )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the authors' PyTorch optimizer file (GT-RIPL/FTP util/FTP.py): also time its "
+        "SGDP and AdamP next to torch.optim.SGD and AdamW (needs torch)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads for the --reference rows (default: the CPUs this "
+        "process may use, as XLA's CPU backend)",
+    )
     args = parser.parse_args(argv)
     args.bases = args.bases.split(",")
     if args.quick:
         args.rounds, args.warmup = min(args.rounds, 2), 1
+    reference = None
+    if args.reference is not None:  # fail before any JAX timing
+        try:
+            reference = _reference.load(args.reference)
+        except _reference.ReferenceError as error:
+            parser.error(str(error))
+        torch = reference[0]
+        if args.device == "gpu" and not torch.cuda.is_available():
+            parser.error("--reference with --device gpu needs a CUDA build of torch")
+        torch_default_threads = torch.get_num_threads()
+        threads = args.torch_threads
+        if threads is None:
+            threads = _reference.default_threads()
+        if threads < 1:
+            parser.error(f"--torch-threads must be positive, got {threads}")
+        torch.set_num_threads(threads)
     _common.select_device(args.device)
     ftp_module = _common.load_ftp_module(None)
     before_module = _common.load_ftp_module(args.ftp_before) if args.ftp_before else None
@@ -134,6 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
             "bases": args.bases,
             "mask": "every leaf constrained (ftp's default)",
             "ftp_before": str(args.ftp_before) if args.ftp_before else None,
+            "reference": str(args.reference) if args.reference else None,
         },
         "models": {},
     }
@@ -141,8 +183,22 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.quick:
         for name in args.models.split(","):
             models[name] = _shapes.SHAPE_LISTS[name]()
+    if reference is not None:
+        result["reference"] = {
+            **_reference.settings(
+                args.reference, torch, threads, torch_default_threads, args.device
+            ),
+            "models": {},
+        }
     for name, shapes in models.items():
         result["models"][name] = run_model(name, shapes, args, ftp_module, before_module)
+        if reference is not None:
+            try:
+                result["reference"]["models"][name] = _reference.run_model(
+                    name, shapes, args, *reference, result["models"][name]["methods"]
+                )
+            except _reference.ReferenceError as error:
+                parser.error(str(error))
     result["load_average_end"] = _common.load_average()
     default_name = f"update_step_{args.device}{'_quick' if args.quick else ''}.json"
     _common.write_json(result, args.out, default_name)

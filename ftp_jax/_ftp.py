@@ -424,6 +424,8 @@ def ftp_adamw(
     row_axes: MaskOrFn = None,
     norm: str = "mars",
     anchor: PyTree | None = None,
+    anchor_dtype: Any = None,
+    displacement_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """FTP around AdamW: the reference's ``AdamP``.
 
@@ -433,7 +435,9 @@ def ftp_adamw(
     .. note:: ``weight_decay`` defaults to 0, the reference's ``AdamP`` default
       (``optax.adamw`` defaults to 1e-4).
 
-    See :func:`ftp` for the FTP arguments.
+    See :func:`ftp` for the FTP arguments (``k``, ``mask``, ``row_axes``, ``norm``,
+    ``anchor``) and the memory options ``anchor_dtype`` and ``displacement_dtype``
+    (off by default: ``None`` keeps the params' dtype; e.g. ``jnp.bfloat16``).
     """
     return ftp(
         optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay),
@@ -442,6 +446,8 @@ def ftp_adamw(
         row_axes=row_axes,
         norm=norm,
         anchor=anchor,
+        anchor_dtype=anchor_dtype,
+        displacement_dtype=displacement_dtype,
     )
 
 
@@ -456,6 +462,8 @@ def ftp_sgd(
     row_axes: MaskOrFn = None,
     norm: str = "mars",
     anchor: PyTree | None = None,
+    anchor_dtype: Any = None,
+    displacement_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     """FTP around SGD with momentum: the reference's ``SGDP``.
 
@@ -463,10 +471,21 @@ def ftp_sgd(
     optax.sgd(learning_rate, momentum, nesterov)), ...)``: the weight decay is
     added to the gradient before momentum, as ``torch.optim.SGD`` does.
 
-    See :func:`ftp` for the FTP arguments.
+    See :func:`ftp` for the FTP arguments (``k``, ``mask``, ``row_axes``, ``norm``,
+    ``anchor``) and the memory options ``anchor_dtype`` and ``displacement_dtype``
+    (off by default: ``None`` keeps the params' dtype; e.g. ``jnp.bfloat16``).
     """
     base = optax.chain(
         optax.add_decayed_weights(weight_decay),
         optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov),
     )
-    return ftp(base, k=k, mask=mask, row_axes=row_axes, norm=norm, anchor=anchor)
+    return ftp(
+        base,
+        k=k,
+        mask=mask,
+        row_axes=row_axes,
+        norm=norm,
+        anchor=anchor,
+        anchor_dtype=anchor_dtype,
+        displacement_dtype=displacement_dtype,
+    )

@@ -17,10 +17,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _run(script: str, out: Path, *flags: str) -> dict:
+def _subprocess(script: str, out: Path, *flags: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["JAX_PLATFORMS"] = "cpu"
-    completed = subprocess.run(
+    return subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out), *flags],
         cwd=ROOT,
         env=env,
@@ -28,6 +28,10 @@ def _run(script: str, out: Path, *flags: str) -> dict:
         text=True,
         timeout=600,
     )
+
+
+def _run(script: str, out: Path, *flags: str) -> dict:
+    completed = _subprocess(script, out, *flags)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert "|" in completed.stdout  # printed a table
     return json.loads(out.read_text())
@@ -51,6 +55,102 @@ def test_update_step(tmp_path):
     assert methods["ftp(adamw)"]["base"] == "adamw"
     assert methods["ftp(adamw)"]["ratio_to_base"] > 0
     assert "ftp(adamw) bf16 displacement" in methods
+
+
+# A stand-in for the authors' optimizer file (GT-RIPL/FTP util/FTP.py), not its code:
+# the same class names and constructor signatures, plain SGD/AdamW steps. It checks the
+# parameter group the reference's step() reads: "params", "pre" (anchors), "name".
+STAND_IN_REFERENCE = """
+import torch
+
+
+def _check_groups(optimizer):
+    for group in optimizer.param_groups:
+        assert len(group["pre"]) == len(group["name"]) == len(group["params"])
+        for p, pre in zip(group["params"], group["pre"]):
+            assert p.shape == pre.shape and p.requires_grad and p.grad is not None
+
+
+class SGDP(torch.optim.SGD):
+    def __init__(self, params, lr=0.1, momentum=0, dampening=0, weight_decay=0,
+                 nesterov=False, k=1.0, exclude_set={}):
+        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
+                         weight_decay=weight_decay, nesterov=nesterov)
+        self.k, self.exclude_set = k, exclude_set
+        _check_groups(self)
+
+
+class AdamP(torch.optim.AdamW):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 amsgrad=False, k=1.0, exclude_set={}):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad)
+        self.k, self.exclude_set = k, exclude_set
+        _check_groups(self)
+"""
+
+
+def test_update_step_reference(tmp_path):
+    torch = pytest.importorskip("torch")
+    reference = tmp_path / "FTP.py"
+    reference.write_text(STAND_IN_REFERENCE)
+    # One JAX base keeps the smoke run short (the JAX compilations dominate it).
+    result = _run(
+        "update_step.py",
+        tmp_path / "update.json",
+        "--reference",
+        str(reference),
+        "--bases",
+        "adamw",
+        "--no-memory-options",
+        "--torch-threads",
+        "1",
+    )
+    assert set(result["models"]["quick"]["methods"]) == {"adamw", "ftp(adamw)"}  # unchanged
+    ref = result["reference"]
+    assert ref["torch"] == torch.__version__
+    assert ref["threads"] == 1
+    assert ref["file"] == str(reference)
+    methods = ref["models"]["quick"]["methods"]
+    for name, base in (
+        ("reference SGDP", "torch.optim.SGD"),
+        ("reference AdamP", "torch.optim.AdamW"),
+    ):
+        assert methods[name]["median_s"] > 0, name
+        assert methods[base]["median_s"] > 0, base
+        assert methods[name]["base"] == base
+        assert methods[name]["ratio_to_base"] > 0
+    # Set side by side with the JAX row of the same method where the run has it.
+    assert methods["reference AdamP"]["jax_counterpart"] == "ftp(adamw)"
+    assert methods["reference AdamP"]["torch_over_jax"] > 0
+    assert "torch_over_jax" not in methods["reference SGDP"]  # no sgd+momentum JAX row
+
+
+def test_update_step_reference_without_adamp(tmp_path):
+    pytest.importorskip("torch")
+    reference = tmp_path / "FTP.py"
+    reference.write_text(STAND_IN_REFERENCE.split("class AdamP")[0])
+    out = tmp_path / "update.json"
+    completed = _subprocess("update_step.py", out, "--reference", str(reference))
+    assert completed.returncode != 0
+    assert "defines no `AdamP`" in completed.stderr, completed.stderr[-2000:]
+    assert not out.exists()  # failed before timing anything
+
+
+def test_update_step_reference_wrong_signature(tmp_path):
+    pytest.importorskip("torch")
+    reference = tmp_path / "FTP.py"
+    # Plain torch optimizers under the reference's names: no `k`, no `exclude_set`.
+    reference.write_text(
+        "import torch\n\n"
+        "class SGDP(torch.optim.SGD):\n    pass\n\n"
+        "class AdamP(torch.optim.AdamW):\n    pass\n"
+    )
+    completed = _subprocess(
+        "update_step.py", tmp_path / "update.json", "--reference", str(reference)
+    )
+    assert completed.returncode != 0
+    assert "does not take k, exclude_set" in completed.stderr, completed.stderr[-2000:]
 
 
 def test_state_memory(tmp_path):

@@ -76,6 +76,21 @@ def test_source_eval_set_matches_arrays(data_dir):
         np.testing.assert_array_equal(a["label"], b["label"])
 
 
+def test_read_gives_the_rows_of_the_batches(data_dir):
+    source = data.open_split("uci_digits", "validation", data_dir)
+    streamed = SourceEvalSet("val", source, data.eval_transform(12))
+    batch = list(streamed.batches(64))[1]  # rows 64..127
+    rows = np.array([64, 70, 127])
+    read = streamed.read(rows)
+    np.testing.assert_array_equal(read["image"], batch["image"][rows - 64])
+    np.testing.assert_array_equal(read["label"], batch["label"][rows - 64])
+    images, labels = data.load_arrays("uci_digits", "validation", data_dir)
+    in_memory = EvalSet("val", images, labels)
+    np.testing.assert_array_equal(in_memory.read(rows)["label"], read["label"])
+    with pytest.raises(ValueError, match=r"must lie in \[0, 180\)"):
+        streamed.read(np.array([180]))
+
+
 class _Tiny(nnx.Module):
     def __init__(self, rngs):
         self.conv = nnx.Conv(3, 4, (3, 3), strides=(2, 2), rngs=rngs)

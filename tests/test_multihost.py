@@ -159,3 +159,44 @@ def test_cli_passes_the_cluster_to_jax_distributed(monkeypatch):
     ]
     with pytest.raises(SystemExit):  # cluster options without --multihost
         main([*common, "--num_processes=4"])
+
+
+class _Mesh:
+    shape = {"data": 4}  # 2 hosts x 2 devices
+
+
+class _Placement:
+    mesh, devices = _Mesh(), 4
+
+
+@pytest.mark.parametrize("length", [1, 3, 16, 17, 33, 40])
+def test_each_host_reads_its_rows_once(monkeypatch, length):
+    import jax
+
+    from ftp_jax.train.inputs import EvalSet
+    from ftp_jax.train.loop import _heldout_batches, _padded_batches
+
+    images = np.arange(length, dtype=np.float32).reshape(length, 1, 1, 1)
+    evalset = EvalSet("s", images, np.arange(length, dtype=np.int32) % 7)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    per_host = []
+    for host in range(2):
+        monkeypatch.setattr(jax, "process_index", lambda host=host: host)
+        batches = list(_padded_batches(evalset, 16, _Placement()))
+        assert all(host_rows for _, host_rows in batches)
+        assert all(b["image"].shape == (8, 1, 1, 1) and b["mask"].shape == (8,) for b, _ in batches)
+        per_host.append([b["image"][b["mask"], 0, 0, 0] for b, _ in batches])
+    # Global batch k is host 0's rows then host 1's: every example once, in order.
+    assert len(per_host[0]) == len(per_host[1]) == -(-length // 16)
+    rows = np.concatenate([np.concatenate(pair) for pair in zip(*per_host, strict=True)])
+    np.testing.assert_array_equal(rows, np.arange(length))
+    # Held-out batches: the same split of full batches, cycled.
+    if length >= 16:
+        held = []
+        for host in range(2):
+            monkeypatch.setattr(jax, "process_index", lambda host=host: host)
+            stream = _heldout_batches(evalset, 16, 0, _Placement())
+            held.append([next(stream)[0]["image"][:, 0, 0, 0] for _ in range(length // 16 + 1)])
+        batches = [np.concatenate(pair) for pair in zip(*held, strict=True)]
+        np.testing.assert_array_equal(batches[0], np.arange(16))
+        np.testing.assert_array_equal(batches[-1], np.arange(16))  # cycled back

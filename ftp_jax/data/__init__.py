@@ -22,6 +22,7 @@ from ftp_jax.data._loader import (
     num_batches,
     open_split,
     percent_split,
+    read_examples,
 )
 from ftp_jax.data.imagenet_classes import CLASS_SUBSETS, class_subset_indices
 from ftp_jax.data.transforms import (
@@ -53,4 +54,5 @@ __all__ = [
     "open_split",
     "percent_split",
     "prepare_datasets",
+    "read_examples",
 ]

@@ -39,6 +39,7 @@ __all__ = [
     "num_batches",
     "open_split",
     "percent_split",
+    "read_examples",
 ]
 
 PERCENTS = (1, 5, 10, 20, 50, 100)
@@ -354,6 +355,38 @@ def batches(
         read = _transformed_reader(source, image_key, label_key, where, transform, seed, epoch)
     plan = plan.map(functools.partial(_make_batch, read=read, num_classes=num_classes, where=where))
     return (plan[i] for i in range(len(plan)))
+
+
+def read_examples(
+    source: Any,
+    indices: Sequence[int] | np.ndarray,
+    *,
+    image_key: str = "image",
+    label_key: str = "label",
+    num_classes: int | None = None,
+    transform: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+    seed: int = 0,
+    epoch: int = 0,
+) -> dict[str, np.ndarray]:
+    """The examples at ``indices`` as one batch, exactly as :func:`batches` makes it.
+
+    The same images, labels, checks and per-example transform randomness
+    (``(seed, epoch, example index)``) as the batch of :func:`batches` holding
+    these examples; for readers that pick their own rows (e.g. one host's rows
+    of every evaluation batch).
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.ndim != 1 or indices.size == 0:
+        raise ValueError(f"`indices` must be a non-empty 1-D list, got shape {indices.shape}.")
+    where = source._where() if isinstance(source, SplitSource) else "`source`"
+    read, length = _batch_reader(source, image_key, label_key, where)
+    if indices.min() < 0 or indices.max() >= length:
+        raise ValueError(f"`indices` must lie in [0, {length}) for {where}.")
+    if num_classes is None:
+        num_classes = _num_classes_of(source, label_key)
+    if transform is not None:
+        read = _transformed_reader(source, image_key, label_key, where, transform, seed, epoch)
+    return _make_batch(indices, read=read, num_classes=num_classes, where=where)
 
 
 def _num_classes_of(source: Any, label_key: str) -> int | None:

@@ -44,7 +44,10 @@ class EvalData(Protocol):
 
     An optional attribute ``class_subset`` (sorted label indices, or ``None``)
     restricts the predictions to those classes (ImageNet-A/-R; see
-    :func:`ftp_jax.train.make_eval_step`).
+    :func:`ftp_jax.train.make_eval_step`). An optional method
+    ``read(indices) -> Batch`` (the examples at those positions) lets each host
+    of a multi-host run read only its rows of every batch; without it every
+    host reads whole batches.
     """
 
     name: str
@@ -119,6 +122,10 @@ class EvalSet:
         for first in range(start * batch_size, len(self.labels), batch_size):
             rows = slice(first, first + batch_size)
             yield {"image": self.images[rows], "label": self.labels[rows]}
+
+    def read(self, indices: np.ndarray) -> Batch:
+        """The examples at ``indices``."""
+        return {"image": self.images[indices], "label": self.labels[indices]}
 
 
 class SourceTrainData:
@@ -204,3 +211,9 @@ class SourceEvalSet:
             start_batch=start,
             transform=self.transform,
         )
+
+    def read(self, indices: np.ndarray) -> Batch:
+        """The examples at ``indices``, as :meth:`batches` gives them."""
+        from ftp_jax import data
+
+        return data.read_examples(self.source, indices, transform=self.transform)

@@ -77,18 +77,52 @@ class FitResult:
         return dataclasses.asdict(self)
 
 
-def _padded_batches(evalset: EvalData, batch_size: int):
-    """The set's batches, the last padded to ``batch_size`` with a mask (one compile)."""
-    for batch in evalset.batches(batch_size):
-        images, labels = batch["image"], batch["label"]
-        real = len(labels)
-        mask = np.zeros(batch_size, bool)
-        mask[:real] = True
-        if real < batch_size:
-            pad = batch_size - real
-            images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-            labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
-        yield {"image": images, "label": labels, "mask": mask}
+def _padded(batch: dict[str, np.ndarray], size: int, real: int) -> dict[str, np.ndarray]:
+    """``batch`` padded with zeros to ``size`` rows; ``mask`` marks its first ``real`` rows."""
+    images, labels = batch["image"][:size], batch["label"][:size]
+    mask = np.zeros(size, bool)
+    mask[:real] = True
+    if len(labels) < size:
+        pad = size - len(labels)
+        images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+        labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
+    return {"image": images, "label": labels, "mask": mask}
+
+
+def _reads_host_rows(evalset: EvalData, placement) -> bool:
+    """Whether this host reads only its rows of every batch of ``evalset`` (several hosts)."""
+    return (
+        placement is not None
+        and placement.mesh is not None
+        and jax.process_count() > 1
+        and hasattr(evalset, "read")
+    )
+
+
+def _host_rows(first: int, size: int, length: int) -> np.ndarray:
+    """This host's rows of the global batch of ``size`` rows starting at row ``first``."""
+    local = size // jax.process_count()
+    start = first + jax.process_index() * local
+    return np.arange(start, min(start + local, length))
+
+
+def _padded_batches(evalset: EvalData, batch_size: int, placement=None):
+    """The set's batches padded to one shape (one compile), with a mask: ``(batch, host_rows)``.
+
+    On several hosts, a set that can ``read`` given rows yields only this host's
+    rows of every global batch (each host decodes its share of the set); else
+    every host yields whole batches.
+    """
+    if not _reads_host_rows(evalset, placement):
+        for batch in evalset.batches(batch_size):
+            yield _padded(batch, batch_size, len(batch["label"])), False
+        return
+    local = batch_size // jax.process_count()
+    for first in range(0, len(evalset), batch_size):
+        rows = _host_rows(first, batch_size, len(evalset))
+        # A host with no rows in the last batch reads row 0, masked, for the shapes.
+        batch = evalset.read(rows if len(rows) else np.zeros(1, np.int64))
+        yield _padded(batch, local, len(rows)), True
 
 
 def evaluate(
@@ -101,7 +135,7 @@ def evaluate(
     """
     classes = getattr(evalset, "class_subset", None)
     totals = {"loss_sum": 0.0, "correct": 0, "count": 0}
-    for batch in _padded_batches(evalset, batch_size):
+    for batch, host_rows in _padded_batches(evalset, batch_size, placement):
         if classes is not None:
             labels = batch["label"][batch["mask"]]
             outside = labels[~np.isin(labels, classes)]
@@ -112,7 +146,7 @@ def evaluate(
                     "of the set (is it the right subset for this dataset?)."
                 )
         if placement is not None:
-            batch = placement.batch(batch)
+            batch = placement.batch(batch, host_rows=host_rows)
         sums = jax.device_get(eval_step(params, model_state, batch, classes))
         for key in totals:
             totals[key] += sums[key].item()
@@ -123,19 +157,27 @@ def evaluate(
     }
 
 
-def _heldout_batches(evalset: EvalData, batch_size: int, start: int):
+def _heldout_batches(evalset: EvalData, batch_size: int, start: int, placement=None):
     """Full held-out batches in a fixed order, cycled forever, from batch ``start``.
 
     Batches have ``min(batch_size, len(evalset))`` examples; a last partial one
-    is dropped.
+    is dropped. Yields ``(batch, host_rows)``: on several hosts, when the batch
+    splits over the devices and the set can ``read`` given rows, only this
+    host's rows of each batch.
     """
     size = min(batch_size, len(evalset))
-    position = start % (len(evalset) // size)
+    count = len(evalset) // size
+    position = start % count
+    host_rows = _reads_host_rows(evalset, placement) and size % placement.devices == 0
     while True:
-        for batch in evalset.batches(size, start=position):
-            if len(batch["label"]) < size:
-                break
-            yield {"image": batch["image"], "label": batch["label"]}
+        if host_rows:
+            for index in range(position, count):
+                yield evalset.read(_host_rows(index * size, size, len(evalset))), True
+        else:
+            for batch in evalset.batches(size, start=position):
+                if len(batch["label"]) < size:
+                    break
+                yield {"image": batch["image"], "label": batch["label"]}, False
         position = 0
 
 
@@ -148,9 +190,7 @@ def _per_leaf(tree: PyTree) -> dict[str, float]:
 def _leaf_distances(params: PyTree, anchor: PyTree) -> PyTree:
     # One jitted computation, not one per leaf and op: on several hosts every
     # eager op is a compiled multi-host computation of its own.
-    return jax.tree_util.tree_map(
-        lambda p, a: jnp.sqrt(jnp.sum(jnp.square(p - a))), params, anchor
-    )
+    return jax.tree_util.tree_map(lambda p, a: jnp.sqrt(jnp.sum(jnp.square(p - a))), params, anchor)
 
 
 def _distances(params: PyTree, anchor: PyTree) -> dict[str, float]:
@@ -251,11 +291,18 @@ class _Placement:
             for key, value in batch.items()
         }
 
-    def heldout_batch(self, batch: dict[str, np.ndarray]) -> dict:
+    @property
+    def devices(self) -> int:
+        """Devices along the "data" axis (1 without a mesh)."""
+        return 1 if self.mesh is None else self.mesh.shape["data"]
+
+    def heldout_batch(self, batch: dict[str, np.ndarray], *, host_rows: bool = False) -> dict:
         """A held-out (TPGM) batch: split over the devices if its size allows, else replicated."""
         if self.mesh is None:
             return batch
-        if len(batch["label"]) % self.mesh.shape["data"]:
+        if host_rows:
+            return self.batch(batch, host_rows=True)
+        if len(batch["label"]) % self.devices:
             return {key: _replicated(value, self._replicated) for key, value in batch.items()}
         return self.batch(batch)
 
@@ -529,7 +576,9 @@ def fit(
             best_params,
             projection_state,
             _with_state(
-                _heldout_batches(heldout, config.batch_size, 0), best_model_state, placement
+                _heldout_batches(heldout, config.batch_size, 0, placement),
+                best_model_state,
+                placement,
             ),
             update_step=jax.jit(method.post_hoc.update_step),
             apply=jax.jit(method.post_hoc.apply),
@@ -562,15 +611,15 @@ def fit(
 
 def _with_state(batches, model_state, placement):
     """Held-out batches on the mesh, with the model's batch statistics for the eval forward."""
-    for batch in batches:
-        yield {**placement.heldout_batch(batch), "model_state": model_state}
+    for batch, host_rows in batches:
+        yield {**placement.heldout_batch(batch, host_rows=host_rows), "model_state": model_state}
 
 
 def _project(state, action, projection, update_step, apply, heldout, config, progress, placement):
     """TPGM after a training step: a projection update (then apply), or apply only."""
     if action == "update":
         source = _with_state(
-            _heldout_batches(heldout, config.batch_size, progress["heldout_consumed"]),
+            _heldout_batches(heldout, config.batch_size, progress["heldout_consumed"], placement),
             state.model_state,
             placement,
         )

@@ -226,3 +226,32 @@ class ConfigTest(parameterized.TestCase):
 
 if __name__ == "__main__":
     pytest.main([__file__])
+
+
+def test_run_settings_hold_only_what_differs_from_the_defaults():
+    import dataclasses
+
+    from ftp_jax.train.loop import _run_settings
+
+    base = TrainConfig(method=MethodConfig(name="ftp", learning_rate=0.05))
+    assert _run_settings(base) == {"method": {"name": "ftp", "learning_rate": 0.05}}
+    # What does not change the numbers is not part of the run's identity.
+    quiet = dataclasses.replace(base, progress=False, checkpoint_every=7, eval_batch_size=3)
+    assert _run_settings(quiet) == _run_settings(base)
+    assert _run_settings(dataclasses.replace(base, epochs=base.epochs + 1)) != _run_settings(base)
+
+    # A field added later with a default keeps existing work directories readable.
+    @dataclasses.dataclass(frozen=True)
+    class LaterMethodConfig(MethodConfig):
+        new_option: float = 0.0
+
+    @dataclasses.dataclass(frozen=True)
+    class LaterTrainConfig(TrainConfig):
+        another_option: bool = False
+
+    later = LaterTrainConfig(method=LaterMethodConfig(name="ftp", learning_rate=0.05))
+    assert _run_settings(later) == _run_settings(base)
+    changed = LaterTrainConfig(
+        method=LaterMethodConfig(name="ftp", learning_rate=0.05, new_option=1.0)
+    )
+    assert _run_settings(changed) != _run_settings(base)

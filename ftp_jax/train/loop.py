@@ -444,9 +444,7 @@ def fit(
         skipped_steps=jnp.zeros([], jnp.int32),
     )
     extra = {"best_params": copy(params), "best_model_state": copy(model_state)}
-    settings = dataclasses.asdict(config)
-    for key in ("progress", "checkpoint_every", "keep_checkpoints", "eval_batch_size"):
-        settings.pop(key)
+    settings = _run_settings(config)
     run_id = fingerprint((state, extra), config=settings)
     result_path = workdir / "result.json"
     if result_path.exists():
@@ -473,7 +471,11 @@ def fit(
     metrics = _Metrics(workdir / "metrics.jsonl", latest)
 
     def save() -> None:
-        meta = {"fingerprint": run_id, "description": settings["method"], "progress": progress}
+        meta = {
+            "fingerprint": run_id,
+            "description": dataclasses.asdict(config.method),
+            "progress": progress,
+        }
         checkpointer.save(int(state.step), state, extra, meta)
 
     train_step = jax.jit(make_train_step(graphdef, method.tx), donate_argnums=0)
@@ -607,6 +609,31 @@ def fit(
     if is_primary_host():
         result_path.write_text(json.dumps({"fingerprint": run_id, **result.to_json()}, indent=1))
     return result
+
+
+def _run_settings(config: TrainConfig) -> dict[str, Any]:
+    """The settings that identify a run: those that differ from their defaults.
+
+    Only non-default values enter the fingerprint, so that a field added to the
+    config later (with a default that keeps the old behaviour) does not make
+    existing work directories unreadable. Fields that do not change the
+    numbers (progress bars, checkpoint cadence, eval batch size) are left out.
+    """
+    ignored = ("progress", "checkpoint_every", "keep_checkpoints", "eval_batch_size")
+    settings = {
+        field.name: getattr(config, field.name)
+        for field in dataclasses.fields(config)
+        if field.name not in ignored
+        and getattr(config, field.name) != field.default
+        and field.name != "method"
+    }
+    method = config.method
+    settings["method"] = {
+        field.name: getattr(method, field.name)
+        for field in dataclasses.fields(method)
+        if getattr(method, field.name) != field.default or field.name == "name"
+    }
+    return settings
 
 
 def _with_state(batches, model_state, placement):

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ftp_jax.models.resnet import batch_norm, conv
+from ftp_jax.models.resnet import batch_norm, build_stages, conv, run_stages
 
 __all__ = ["AttentionPool2d", "CLIPBottleneck", "CLIPResNet", "clip_resnet50"]
 
@@ -172,15 +172,7 @@ class CLIPResNet(nnx.Module):
         self.bn2 = batch_norm(width // 2, rngs=rngs)
         self.conv3 = conv(width // 2, width, 3, padding=1, rngs=rngs)
         self.bn3 = batch_norm(width, rngs=rngs)
-        in_features = width
-        for stage, depth in enumerate(layers):
-            planes = width * 2**stage
-            blocks = []
-            for index in range(depth):
-                stride = 2 if stage > 0 and index == 0 else 1
-                blocks.append(CLIPBottleneck(in_features, planes, stride, rngs=rngs))
-                in_features = planes * CLIPBottleneck.expansion
-            setattr(self, f"layer{stage + 1}", nnx.List(blocks))
+        build_stages(self, CLIPBottleneck, width, layers, width, rngs=rngs)
         self.attnpool = AttentionPool2d(image_size // 32, width * 32, heads, output_dim, rngs=rngs)
         self.num_features = output_dim
         self.head = nnx.Linear(output_dim, num_classes, rngs=rngs)
@@ -191,11 +183,7 @@ class CLIPResNet(nnx.Module):
         x = nnx.relu(self.bn1(self.conv1(x)))
         x = nnx.relu(self.bn2(self.conv2(x)))
         x = nnx.relu(self.bn3(self.conv3(x)))
-        x = _avg_pool(x, 2)
-        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            for block in stage:
-                x = block(x)
-        return self.attnpool(x)
+        return self.attnpool(run_stages(self, _avg_pool(x, 2)))
 
     def __call__(self, images: jax.Array) -> jax.Array:
         return self.head(self.features(images))

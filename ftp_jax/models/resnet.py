@@ -129,15 +129,7 @@ class ResNet(nnx.Module):
             raise ValueError(f"`layers` must give 4 stage depths, got {tuple(layers)!r}.")
         self.conv1 = conv(3, width, 7, stride=2, padding=3, rngs=rngs)
         self.bn1 = batch_norm(width, rngs=rngs)
-        in_features = width
-        for stage, depth in enumerate(layers):
-            planes = width * 2**stage
-            blocks = []
-            for index in range(depth):
-                stride = 2 if stage > 0 and index == 0 else 1
-                blocks.append(Bottleneck(in_features, planes, stride, rngs=rngs))
-                in_features = planes * Bottleneck.expansion
-            setattr(self, f"layer{stage + 1}", nnx.List(blocks))
+        in_features = build_stages(self, Bottleneck, width, layers, width, rngs=rngs)
         self.num_features = in_features
         self.head = nnx.Linear(in_features, num_classes, rngs=rngs)
 
@@ -145,13 +137,45 @@ class ResNet(nnx.Module):
         """Globally pooled features ``(N, 8 * 4 * width)`` (2048 for ResNet-50)."""
         x = nnx.relu(self.bn1(self.conv1(images.astype(jnp.float32))))
         x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            for block in stage:
-                x = block(x)
-        return jnp.mean(x, axis=(1, 2))
+        return jnp.mean(run_stages(self, x), axis=(1, 2))
 
     def __call__(self, images: jax.Array) -> jax.Array:
         return self.head(self.features(images))
+
+
+def build_stages(
+    model: nnx.Module,
+    block: type[nnx.Module],
+    in_features: int,
+    layers: Sequence[int],
+    width: int,
+    *,
+    rngs: nnx.Rngs,
+) -> int:
+    """Sets ``model.layer1`` .. ``layer4``, torchvision's ResNet stages; returns their channels.
+
+    Stage ``i`` has ``layers[i]`` blocks of ``width * 2**i`` planes (``block(in,
+    planes, stride, rngs=)``, ``block.expansion`` times as many output
+    channels); the first block of stages 2-4 has stride 2. The names are
+    torchvision's (and CLIP's), which the converters rely on.
+    """
+    for stage, depth in enumerate(layers):
+        planes = width * 2**stage
+        blocks = []
+        for index in range(depth):
+            stride = 2 if stage > 0 and index == 0 else 1
+            blocks.append(block(in_features, planes, stride, rngs=rngs))
+            in_features = planes * block.expansion
+        setattr(model, f"layer{stage + 1}", nnx.List(blocks))
+    return in_features
+
+
+def run_stages(model: nnx.Module, x: jax.Array) -> jax.Array:
+    """``x`` through ``model.layer1`` .. ``layer4`` (see :func:`build_stages`)."""
+    for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+        for block in stage:
+            x = block(x)
+    return x
 
 
 def resnet50(num_classes: int = 1000, *, rngs: nnx.Rngs) -> ResNet:

@@ -68,6 +68,7 @@ def run_recipe(
     weights: str | Path | None,
     model: nnx.Module | None = None,
     progress: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> dict[str, Any]:
     """Fine-tunes the recipe's model on all devices and returns the ID/OOD numbers.
 
@@ -78,6 +79,8 @@ def run_recipe(
       weights: the pre-trained weights file (required unless ``model`` is given).
       model: a ready model (tests: a tiny one with random weights).
       progress: progress bars.
+      mesh: the devices to train on, with a ``"data"`` axis (default: all devices,
+        on every host).
     """
     if model is None:
         if weights is None:
@@ -110,7 +113,8 @@ def run_recipe(
     validation = evalset(config.validation)
     id_test = evalset(config.id_test)
     ood = [evalset(x) for x in config.ood]
-    mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    if mesh is None:
+        mesh = jax.make_mesh((jax.device_count(),), ("data",))
     finetune = dataclasses.replace(config.finetune, progress=progress)
     result = fit(
         model,
@@ -129,7 +133,7 @@ def run_recipe(
         "ood_average": float(np.mean([result.tests[s.name]["accuracy"] for s in ood])),
         "best_epoch": result.best_epoch,
         "validation": result.validation,
-        "devices": jax.device_count(),
+        "devices": mesh.size,
     }
     if jax.process_index() == 0:
         Path(workdir, "recipe_result.json").write_text(json.dumps(summary, indent=1))

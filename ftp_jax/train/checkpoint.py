@@ -71,7 +71,11 @@ class Checkpointer:
         self.directory = Path(directory).absolute()
         self._manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            # Synchronous: `save` waits for the disk anyway, and orbax's asynchronous
+            # path compiles an on-device copy per array shape first (seconds per run).
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
+            ),
         )
 
     def latest_step(self) -> int | None:

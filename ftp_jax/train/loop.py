@@ -187,6 +187,12 @@ def _per_leaf(tree: PyTree) -> dict[str, float]:
 
 
 @jax.jit
+def _copy_tree(tree: PyTree) -> PyTree:
+    """New buffers holding ``tree``'s values (one compiled copy for the whole tree)."""
+    return jax.tree_util.tree_map(jnp.copy, tree)
+
+
+@jax.jit
 def _leaf_distances(params: PyTree, anchor: PyTree) -> PyTree:
     # One jitted computation, not one per leaf and op: on several hosts every
     # eager op is a compiled multi-host computation of its own.
@@ -421,7 +427,7 @@ def fit(
     placement = _Placement(mesh, config.batch_size, config.eval_batch_size, shard_params)
     graphdef, params, model_state = split_model(model)
     # Copies: the jitted step donates the state's buffers, these must survive it.
-    copy = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)  # noqa: E731
+    copy = _copy_tree
     anchor = copy(params)
     heldout = heldout or validation
     steps_per_epoch = train.steps_per_epoch
@@ -434,15 +440,21 @@ def fit(
 
     method = build_method(config, params, steps_per_epoch, heldout_loss, row_axes=row_axes)
     tpgm = method.projection or method.post_hoc
-    state = TrainState(
-        step=jnp.zeros([], jnp.int32),
-        params=params,
-        model_state=model_state,
-        opt_state=method.tx.init(params),
-        projection=tpgm.init(params) if tpgm else optax.EmptyState(),
-        rng=jax.random.key_data(jax.random.PRNGKey(config.seed)),
-        skipped_steps=jnp.zeros([], jnp.int32),
-    )
+
+    @jax.jit
+    def initial_state(params, model_state):
+        # One compiled computation: eagerly, every leaf's init ops compile on their own.
+        return TrainState(
+            step=jnp.zeros([], jnp.int32),
+            params=copy(params),
+            model_state=copy(model_state),
+            opt_state=method.tx.init(params),
+            projection=tpgm.init(params) if tpgm else optax.EmptyState(),
+            rng=jax.random.key_data(jax.random.PRNGKey(config.seed)),
+            skipped_steps=jnp.zeros([], jnp.int32),
+        )
+
+    state = initial_state(params, model_state)
     extra = {"best_params": copy(params), "best_model_state": copy(model_state)}
     settings = _run_settings(config)
     run_id = fingerprint((state, extra), config=settings)

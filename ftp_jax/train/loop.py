@@ -79,7 +79,7 @@ class FitResult:
 
 def _padded(batch: dict[str, np.ndarray], size: int, real: int) -> dict[str, np.ndarray]:
     """``batch`` padded with zeros to ``size`` rows; ``mask`` marks its first ``real`` rows."""
-    images, labels = batch["image"][:size], batch["label"][:size]
+    images, labels = batch["image"], batch["label"]
     mask = np.zeros(size, bool)
     mask[:real] = True
     if len(labels) < size:
@@ -290,12 +290,7 @@ class _Placement:
                 key: jax.make_array_from_process_local_data(self._split, value)
                 for key, value in batch.items()
             }
-        return {
-            key: jax.make_array_from_callback(
-                value.shape, self._split, lambda index, value=value: value[index]
-            )
-            for key, value in batch.items()
-        }
+        return {key: _global_array(value, self._split) for key, value in batch.items()}
 
     @property
     def devices(self) -> int:
@@ -309,12 +304,12 @@ class _Placement:
         if host_rows:
             return self.batch(batch, host_rows=True)
         if len(batch["label"]) % self.devices:
-            return {key: _replicated(value, self._replicated) for key, value in batch.items()}
+            return {key: _global_array(value, self._replicated) for key, value in batch.items()}
         return self.batch(batch)
 
 
-def _replicated(value: np.ndarray, sharding) -> jax.Array:
-    """The same host array on every device of ``sharding`` (on one host or several)."""
+def _global_array(value: np.ndarray, sharding) -> jax.Array:
+    """A host array held whole by every host, placed with ``sharding`` (one host or several)."""
     return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
@@ -427,8 +422,7 @@ def fit(
     placement = _Placement(mesh, config.batch_size, config.eval_batch_size, shard_params)
     graphdef, params, model_state = split_model(model)
     # Copies: the jitted step donates the state's buffers, these must survive it.
-    copy = _copy_tree
-    anchor = copy(params)
+    anchor = _copy_tree(params)
     heldout = heldout or validation
     steps_per_epoch = train.steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
@@ -446,8 +440,8 @@ def fit(
         # One compiled computation: eagerly, every leaf's init ops compile on their own.
         return TrainState(
             step=jnp.zeros([], jnp.int32),
-            params=copy(params),
-            model_state=copy(model_state),
+            params=_copy_tree(params),
+            model_state=_copy_tree(model_state),
             opt_state=method.tx.init(params),
             projection=tpgm.init(params) if tpgm else optax.EmptyState(),
             rng=jax.random.key_data(jax.random.PRNGKey(config.seed)),
@@ -455,7 +449,7 @@ def fit(
         )
 
     state = initial_state(params, model_state)
-    extra = {"best_params": copy(params), "best_model_state": copy(model_state)}
+    extra = {"best_params": _copy_tree(params), "best_model_state": _copy_tree(model_state)}
     settings = _run_settings(config)
     run_id = fingerprint((state, extra), config=settings)
     result_path = workdir / "result.json"
@@ -566,8 +560,8 @@ def fit(
                 progress["best_accuracy"] = record["val_accuracy"]
                 progress["best_epoch"] = epoch + 1
                 extra = {
-                    "best_params": copy(state.params),
-                    "best_model_state": copy(state.model_state),
+                    "best_params": _copy_tree(state.params),
+                    "best_model_state": _copy_tree(state.model_state),
                 }
             progress.update(
                 epoch=epoch + 1, batch=0, epoch_sums={"loss": 0.0, "correct": 0, "count": 0}
@@ -632,20 +626,18 @@ def _run_settings(config: TrainConfig) -> dict[str, Any]:
     numbers (progress bars, checkpoint cadence, eval batch size) are left out.
     """
     ignored = ("progress", "checkpoint_every", "keep_checkpoints", "eval_batch_size")
-    settings = {
+    settings = _non_default(config, skip=(*ignored, "method"))
+    settings["method"] = {"name": config.method.name, **_non_default(config.method)}
+    return settings
+
+
+def _non_default(config: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A dataclass's fields whose values differ from their defaults, but those in ``skip``."""
+    return {
         field.name: getattr(config, field.name)
         for field in dataclasses.fields(config)
-        if field.name not in ignored
-        and getattr(config, field.name) != field.default
-        and field.name != "method"
+        if field.name not in skip and getattr(config, field.name) != field.default
     }
-    method = config.method
-    settings["method"] = {
-        field.name: getattr(method, field.name)
-        for field in dataclasses.fields(method)
-        if getattr(method, field.name) != field.default or field.name == "name"
-    }
-    return settings
 
 
 def _with_state(batches, model_state, placement):

@@ -5,7 +5,7 @@ Command (from the repository root)::
     .venv/bin/python benchmarks/state_memory.py            # ResNet-50 and ViT-B/16 trees
     .venv/bin/python benchmarks/state_memory.py --quick    # smoke run (seconds)
 
-For each method, ``tx.init(params)`` (``tpgm(...).init(params)`` for TPGM) is
+For each method, ``tx.init(params)`` is
 run on a random parameter tree with the real shapes (:mod:`benchmarks._shapes`),
 and the bytes of the arrays in the returned state are summed. ``extra`` is the
 state beyond the base optimizer's, in parameter-sized buffers. ``update temp``
@@ -40,9 +40,16 @@ def _rows(ftp_module) -> dict:
         variants = _common.ftp_variants() if base == "adamw" else {"": {}}
         for suffix, kwargs in variants.items():
             rows[f"ftp({base}){suffix}"] = (ftp_module.ftp(zoo[base], **kwargs), base)
-    projection = ftp_jax.tpgm(lambda params, batch: 0.0)
-    rows["tpgm (projection state alone)"] = (projection, None)
-    rows["sgd+momentum + tpgm"] = ([zoo["sgd+momentum"], projection], "sgd+momentum")
+    import optax
+
+    def heldout_loss(params, batch, **unused):
+        return 0.0
+
+    rows["tpgm (projection state alone)"] = (ftp_jax.tpgm(optax.set_to_zero(), heldout_loss), None)
+    rows["sgd+momentum + tpgm"] = (
+        ftp_jax.tpgm(zoo["sgd+momentum"], heldout_loss),
+        "sgd+momentum",
+    )
     return rows
 
 

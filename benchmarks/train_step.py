@@ -14,7 +14,7 @@ function is jitted with its params, batch statistics and optimizer state donated
 - a training step (forward, backward, ``tx.update``, ``optax.apply_updates``) with
   ``sgd+momentum`` (weight decay 5e-4), ``ftp(sgd+momentum)``, ``adamw`` and
   ``ftp(adamw)``, every leaf constrained;
-- TPGM's projection update (``ftp_jax.tpgm(...).update_step``: the held-out loss
+- TPGM's projection update (``ftp_jax.tpgm(...).update`` with a held-out batch: the held-out loss
   in eval mode on a batch of the same size, its gradient with respect to the
   radii through the projection, one Adam step) and its apply-only projection
   (``.apply``), as run after each ``sgd+momentum`` step with ``proj_freq=1``.
@@ -72,12 +72,12 @@ def make_train_step(graphdef, tx):
 
 
 def make_heldout_loss(graphdef):
-    """TPGM's held-out loss: the model in eval mode; the batch carries the batch stats."""
+    """TPGM's held-out loss: the model in eval mode with the batch statistics passed in."""
     import optax
     from flax import nnx
 
-    def heldout_loss(params, batch):
-        model = nnx.merge(graphdef, params, batch["model_state"])
+    def heldout_loss(params, batch, *, model_state, **unused):
+        model = nnx.merge(graphdef, params, model_state)
         model.eval()
         logits = model(batch["image"])
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
+    import optax
     from flax import nnx
 
     import ftp_jax
@@ -162,26 +163,42 @@ def main(argv: list[str] | None = None) -> dict:
         )
         memory_only[f"ftp(adamw){suffix}"] = _common.compiled_costs(compiled, param_bytes)
 
-    projection = ftp_jax.tpgm(make_heldout_loss(graphdef), proj_lr=1e-2, max_iters=1)
-    heldout = {"image": images, "label": labels, "model_state": model_state0}
+    # TPGM's projection alone (around a base optimizer that does not move): with a held-out
+    # batch (a projection update: held-out forward and backward, one radius-Adam step, the
+    # projection) and without (apply-only: the projection with the current radii).
+    tpgm_tx = ftp_jax.tpgm(optax.set_to_zero(), make_heldout_loss(graphdef), max_iters=1)
+    heldout = {"image": images[None], "label": labels[None]}
     tpgm_params = copy(params0)
-    tpgm_holder = {"state": projection.init(tpgm_params)}
+    tpgm_holder = {"state": tpgm_tx.init(tpgm_params)}
     tpgm_params = jax.tree_util.tree_map(lambda p: p + 1e-3, tpgm_params)  # moved off the anchor
+    zero_grads = jax.tree_util.tree_map(jnp.zeros_like, params0)
+
+    def tpgm_update(params, state, heldout, model_state):
+        return tpgm_tx.update(
+            zero_grads, state, params, heldout_batches=heldout, model_state=model_state
+        )
+
+    def tpgm_apply(params, state):
+        updates, state = tpgm_tx.update(zero_grads, state, params)
+        return optax.apply_updates(params, updates), state
+
     update_step = (
-        jax.jit(projection.update_step, donate_argnums=(1,))
-        .lower(tpgm_params, tpgm_holder["state"], heldout)
+        jax.jit(tpgm_update, donate_argnums=(1,))
+        .lower(tpgm_params, tpgm_holder["state"], heldout, model_state0)
         .compile()
     )
     apply = (
-        jax.jit(projection.apply, donate_argnums=(0, 1))
+        jax.jit(tpgm_apply, donate_argnums=(0, 1))
         .lower(tpgm_params, tpgm_holder["state"])
         .compile()
     )
-    apply_holder = {"params": copy(tpgm_params), "state": projection.init(params0)}
+    apply_holder = {"params": copy(tpgm_params), "state": tpgm_tx.init(params0)}
 
     def run_update_step():
-        tpgm_holder["state"], loss = update_step(tpgm_params, tpgm_holder["state"], heldout)
-        jax.block_until_ready((tpgm_holder["state"], loss))
+        _, tpgm_holder["state"] = update_step(
+            tpgm_params, tpgm_holder["state"], heldout, model_state0
+        )
+        jax.block_until_ready(tpgm_holder["state"])
 
     def run_apply():
         apply_holder["params"], apply_holder["state"] = apply(
@@ -289,7 +306,8 @@ def main(argv: list[str] | None = None) -> dict:
             "rounds": args.rounds,
             "warmup": args.warmup,
             "mask": "every leaf constrained (ftp's and tpgm's default)",
-            "tpgm": "proj_lr=1e-2, max_iters=1, mars norm; held-out batch = training batch size",
+            "tpgm": "radius_learning_rate=1e-2, max_iters=1, mars norm; held-out batch = "
+            "training batch size",
         },
         "steps": summary,
         "memory_only": memory_only,

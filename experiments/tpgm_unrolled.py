@@ -80,14 +80,23 @@ def main() -> None:
             if unroll == 0
             else dict(unroll_steps=unroll, train_loss=loss, inner_learning_rate=INNER_LR)
         )
-        projection = ftp_jax.tpgm(loss, proj_lr=5e-2, max_iters=STEPS, **kwargs)
-        state = projection.init(pre)
+        # One radius-Adam step per update, around a base optimizer that does not move.
+        tx = ftp_jax.tpgm(
+            optax.set_to_zero(), loss, radius_learning_rate=5e-2, max_iters=1, **kwargs
+        )
+        state = tx.init(pre)
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, tuned)
         inner = None
         if unroll:
             inner = jax.tree_util.tree_map(
                 lambda x, k=unroll: x[: STEPS * k].reshape(STEPS, k, *x.shape[1:]), train
             )
-        step = jax.jit(projection.update_step)
+
+        def step(params, state, heldout_batch, train_batches, tx=tx, zeros=zeros):
+            extra = {} if train_batches is None else {"train_batches": train_batches}
+            return tx.update(zeros, state, params, heldout_batch=heldout_batch, **extra)
+
+        step = jax.jit(step)
         first_inner = None if inner is None else jax.tree_util.tree_map(lambda x: x[0], inner)
         first_heldout = jax.tree_util.tree_map(lambda x: x[0], heldout)
         compiled = step.lower(tuned, state, first_heldout, first_inner).compile()
@@ -99,9 +108,9 @@ def main() -> None:
         for i in range(STEPS):
             hb = jax.tree_util.tree_map(lambda x, i=i: x[i], heldout)
             tb = None if inner is None else jax.tree_util.tree_map(lambda x, i=i: x[i], inner)
-            state, _ = step(tuned, state, hb, tb)
+            updates, state = step(tuned, state, hb, tb)
             trajectory.append(float(state.radius["fc1"]["kernel"]))
-        projected, state = projection.apply(tuned, state)
+        projected = optax.apply_updates(tuned, updates)
         results["runs"][f"K={unroll}"] = {
             "fc1_kernel_radius": trajectory,
             "heldout_loss_after_projection": float(loss(projected, eval_batch)),

@@ -1,8 +1,11 @@
 """ftp_jax: robust fine-tuning in JAX.
 
-FTP (Fast Trainable Projection, NeurIPS 2023) as a chainable Optax transform that
-wraps a base optimizer; TPGM (Trainable Projected Gradient Method, CVPR 2023) as
-pure, jittable functions; and the projection machinery they share.
+FTP (Fast Trainable Projection, NeurIPS 2023) and TPGM (Trainable Projected
+Gradient Method, CVPR 2023) as chainable Optax transforms that wrap a base
+optimizer, the peer methods under the same API, and the projection machinery
+they share. ``import ftp_jax`` needs only jax, optax, chex and numpy; the
+training loop, data, models, converters and experiments are subpackages with
+their own extras (``pip install "ftp_jax[train]"``).
 """
 
 from ftp_jax._fixed_projection import MarsPGMState, mars_pgm, project_fixed_radius
@@ -10,18 +13,11 @@ from ftp_jax._ftp import FTPState, ftp, ftp_adamw, ftp_radii, ftp_sgd
 from ftp_jax._l2sp import L2SPDecoupledState, L2SPState, l2sp, l2sp_decoupled, l2sp_penalty
 from ftp_jax._lpft import LPFTState, lp_ft
 from ftp_jax._paths import leaf_path, leaf_paths, path_rules
-from ftp_jax._projection import projection_ratio, row_norms
+from ftp_jax._projection import hard_clip_unit, projection_ratio, radial_projection, row_norms
+from ftp_jax._readouts import radii
 from ftp_jax._row_axes import flax_row_axes, torch_row_axes
 from ftp_jax._spd import SPDState, spd, spd_leaf_update
-from ftp_jax._tpgm import (
-    TPGM,
-    TPGMState,
-    project_to_anchor,
-    projection_action,
-    run_projection_update,
-    tpgm,
-    tpgm_radii,
-)
+from ftp_jax._tpgm import TPGMState, project_to_anchor, tpgm, tpgm_post_hoc, tpgm_radii
 from ftp_jax._wise import wise_ft
 
 __all__ = [
@@ -31,7 +27,6 @@ __all__ = [
     "LPFTState",
     "MarsPGMState",
     "SPDState",
-    "TPGM",
     "TPGMState",
     "flax_row_axes",
     "ftp",
@@ -50,12 +45,14 @@ __all__ = [
     "leaf_paths",
     "path_rules",
     "project_to_anchor",
-    "projection_action",
+    "hard_clip_unit",
     "projection_ratio",
+    "radial_projection",
+    "radii",
     "row_norms",
-    "run_projection_update",
     "torch_row_axes",
     "tpgm",
+    "tpgm_post_hoc",
     "tpgm_radii",
     "wise_ft",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Any, NamedTuple
 
@@ -10,17 +11,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ftp_jax._anchored import (
-    anchor_state,
+from ftp_jax._paths import per_leaf_values
+from ftp_jax._projection import radial_projection
+from ftp_jax._skeleton import (
+    LeafPlan,
+    MaskOrFn,
+    anchor_tree,
     check_base_optimizer,
-    check_mask_unchanged,
     check_nonnegative,
+    check_norm,
     flat_anchor,
+    leaf_plans,
+    map_leaves,
     require_params,
 )
-from ftp_jax._paths import per_leaf_values
-from ftp_jax._plan import LeafPlan, MaskOrFn, flat_up_to, leaf_plans
-from ftp_jax._projection import NORMS, row_norms
 
 __all__ = ["MarsPGMState", "mars_pgm", "project_fixed_radius"]
 
@@ -65,19 +69,31 @@ def _leaf_radii(radius: RadiusOrFn, params: PyTree, plans: list[LeafPlan]) -> li
     return radii
 
 
-def _project_leaf(param, anchor, radius, kept_axes, norm):
+def _project_leaf(plan: LeafPlan, param, anchor, radius, norm):
     """``w0 + clip(radius / R(param - w0), 0, 1) (param - w0)``, rows inside untouched.
 
-    Returns ``(projected, outside)``: ``outside`` marks the rows (reduced axes of
-    size 1) whose norm exceeded the radius; the others are ``param`` bit for bit.
+    :func:`ftp_jax.radial_projection` with no epsilon. Returns ``(projected,
+    outside)``: ``outside`` marks the rows (reduced axes of size 1) that left the
+    ball (ratio below 1); the others are ``param`` bit for bit.
     """
-    displacement = param - anchor
-    norms = row_norms(displacement, kept_axes, norm)
-    radius = jnp.asarray(radius, norms.dtype)
-    outside = norms > radius
-    ratio = radius / jnp.where(outside, norms, 1.0)  # no division by a zero norm
-    projected = jnp.where(outside, anchor + ratio * displacement, param)
+    scaled, ratio = radial_projection(param - anchor, radius, plan.kept_axes, norm)
+    outside = ratio < 1
+    projected = jnp.where(outside, anchor.astype(scaled.dtype) + scaled, param)
     return projected.astype(param.dtype), outside
+
+
+def mars_pgm_leaf_update(plan: LeafPlan, param, base_update, anchor, radius, *, norm: str):
+    r"""MARS-PGM's step of one constrained leaf: the base step, projected.
+
+    .. math::
+
+      c_t = \theta_{t-1} + u_t - w_0, \qquad
+      \theta_t = w_0 + \operatorname{clip}\big(\gamma / R(c_t), 0, 1\big)\, c_t
+
+    Rows inside the ball keep the base update itself (not ``(p + u) - p``).
+    """
+    projected, outside = _project_leaf(plan, param + base_update, anchor, radius, norm)
+    return (jnp.where(outside, projected - param, base_update).astype(base_update.dtype),)
 
 
 def project_fixed_radius(
@@ -117,8 +133,7 @@ def project_fixed_radius(
       ValueError: a negative or missing radius at a constrained leaf, an unknown
         ``norm``, or a ``mask``/``row_axes``/``anchor`` that does not fit.
     """
-    if norm not in NORMS:
-        raise ValueError(f"unknown `norm` {norm!r}; expected one of {NORMS}.")
+    check_norm(norm)
     plans = leaf_plans(params, mask, row_axes, method="MARS-PGM")
     radii = _leaf_radii(radius, params, plans)
     treedef = jax.tree_util.tree_structure(params)
@@ -126,7 +141,7 @@ def project_fixed_radius(
     for plan, p, a, r in zip(
         plans, treedef.flatten_up_to(params), flat_anchor(params, anchor, plans), radii, strict=True
     ):
-        leaves.append(_project_leaf(p, a, r, plan.kept_axes, norm)[0] if plan.constrained else p)
+        leaves.append(_project_leaf(plan, p, a, r, norm)[0] if plan.constrained else p)
     return treedef.unflatten(leaves)
 
 
@@ -206,8 +221,7 @@ def mars_pgm(
       Gouk, Hospedales, Pontil, "Distance-Based Regularisation of Deep Networks
       for Fine-Tuning", ICLR 2021, arXiv:2002.08253.
     """
-    if norm not in NORMS:
-        raise ValueError(f"unknown `norm` {norm!r}; expected one of {NORMS}.")
+    check_norm(norm)
     if _is_scalar(radius) or isinstance(radius, bool):
         check_nonnegative("radius", radius, "MARS-PGM")
     base_optimizer = check_base_optimizer(base_optimizer, "mars_pgm")
@@ -216,7 +230,7 @@ def mars_pgm(
         plans = leaf_plans(params, mask, row_axes, method="MARS-PGM")
         _leaf_radii(radius, params, plans)  # fails at init for a bad radius
         return MarsPGMState(
-            anchor=anchor_state(params, anchor, plans), base_state=base_optimizer.init(params)
+            anchor=anchor_tree(params, anchor, plans), base_state=base_optimizer.init(params)
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -225,25 +239,16 @@ def mars_pgm(
             updates, state.base_state, params, **extra_args
         )
         plans = leaf_plans(params, mask, row_axes, method="MARS-PGM")
-        radii = _leaf_radii(radius, params, plans)
-        treedef = jax.tree_util.tree_structure(params)
-        leaves = []
-        for plan, u, p, a, r in zip(
+        radii = jax.tree_util.tree_structure(params).unflatten(_leaf_radii(radius, params, plans))
+        (new_updates,) = map_leaves(
+            functools.partial(mars_pgm_leaf_update, norm=norm),
             plans,
-            treedef.flatten_up_to(base_updates),
-            treedef.flatten_up_to(params),
-            flat_up_to(params, state.anchor, "MARS-PGM state"),
-            radii,
-            strict=True,
-        ):
-            check_mask_unchanged(plan, a, "MARS-PGM")
-            if not plan.constrained:
-                leaves.append(u)
-                continue
-            moved = p + u
-            projected, outside = _project_leaf(moved, a, r, plan.kept_axes, norm)
-            # Rows inside the ball keep the base update itself, not (p + u) - p.
-            leaves.append(jnp.where(outside, projected - p, u).astype(u.dtype))
-        return treedef.unflatten(leaves), MarsPGMState(anchor=state.anchor, base_state=base_state)
+            params,
+            (base_updates,),
+            (state.anchor, radii),
+            excluded_fn=lambda plan, p, u, a, r: (u,),
+            method="MARS-PGM",
+        )
+        return new_updates, MarsPGMState(anchor=state.anchor, base_state=base_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import numbers
+import functools
 from typing import Any, NamedTuple
 
 import chex
@@ -11,15 +11,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ftp_jax._plan import (
+from ftp_jax._projection import radial_projection, row_norms, row_sums
+from ftp_jax._readouts import radii
+from ftp_jax._skeleton import (
+    LeafPlan,
     MaskOrFn,
-    check_anchor,
-    flat_up_to,
+    anchor_tree,
+    check_base_optimizer,
+    check_nonnegative,
+    check_norm,
+    constrained_tree,
     leaf_plans,
-    masked_like,
+    map_leaves,
     radius_dtype,
+    require_params,
 )
-from ftp_jax._projection import NORMS, projection_ratio, row_norms, row_sums
 
 __all__ = ["FTPState", "ftp", "ftp_radii", "ftp_adamw", "ftp_sgd"]
 
@@ -50,23 +56,10 @@ class FTPState(NamedTuple):
     # Like params (dtype `displacement_dtype` if given): c_t = theta_{t-1} + u_t - w0 of
     # the last step.
     prev_displacement: PyTree
-    prev_inverse_norm: PyTree  # per leaf, rows kept, other axes 1: 1 / (R(c_t) + 1e-8).
+    # Per leaf, rows kept, other axes 1: 1 / (R(c_t) + 1e-8), in the radius dtype (at least
+    # float32: 1e-8 underflows in float16).
+    prev_inverse_norm: PyTree
     base_state: optax.OptState  # state of the wrapped base optimizer.
-
-
-def _is_valid_k(k: Any) -> bool:
-    """k must be a real number in [0, 1]; traced values (inject_hyperparams) pass."""
-    if isinstance(k, jax.core.Tracer):
-        return True
-    if isinstance(k, bool) or not (isinstance(k, numbers.Real) or hasattr(k, "dtype")):
-        return False
-    if np.ndim(k) != 0:
-        return False
-    try:
-        value = float(k)
-    except (TypeError, ValueError):
-        return False
-    return 0.0 <= value <= 1.0
 
 
 def _buffer_dtype(dtype: Any, name: str) -> Any:
@@ -191,130 +184,74 @@ def ftp(
       Tian, Liu, Smith, Kira, "Fast Trainable Projection for Robust Fine-Tuning",
       NeurIPS 2023, arXiv:2310.19182.
     """
-    if not _is_valid_k(k):
-        raise ValueError(
-            f"`k` (gradient annealing factor) must be a number in [0, 1], got {k!r}. "
-            "k=1 is the reference's default; smaller k relaxes the constraint."
-        )
-    if norm not in NORMS:
-        raise ValueError(f"unknown `norm` {norm!r}; expected one of {NORMS}.")
+    check_nonnegative(
+        "k",
+        k,
+        "ftp",
+        upper=1.0,
+        hint=" k (gradient annealing factor) = 1 is the reference's default; smaller k "
+        "relaxes the constraint.",
+    )
+    check_norm(norm)
     anchor_dtype = _buffer_dtype(anchor_dtype, "anchor_dtype")
     displacement_dtype = _buffer_dtype(displacement_dtype, "displacement_dtype")
-    if not isinstance(base_optimizer, optax.GradientTransformation):
-        raise TypeError(
-            "`base_optimizer` must be an optax GradientTransformation such as "
-            f"optax.adamw(1e-4), got {type(base_optimizer).__name__}."
-        )
-    base_optimizer = optax.with_extra_args_support(base_optimizer)
+    base_optimizer = check_base_optimizer(base_optimizer, "ftp")
 
     def init_fn(params: PyTree) -> FTPState:
-        plans = leaf_plans(params, mask, row_axes)
-        if anchor is not None:
-            check_anchor(anchor, params)
-        anchor_tree = params if anchor is None else anchor
-        # A copy, so that donating params to a jitted step never frees the anchor.
-        anchors = masked_like(
-            anchor_tree, plans, lambda a, _: jnp.array(a, dtype=anchor_dtype, copy=True)
-        )
-        radius = masked_like(params, plans, lambda p, _: jnp.zeros((), radius_dtype(p)))
-        displacement = masked_like(
-            params, plans, lambda p, _: jnp.zeros_like(p, dtype=displacement_dtype)
-        )
+        plans = leaf_plans(params, mask, row_axes, method="FTP")
+        radius = constrained_tree(params, plans, lambda p, _: jnp.zeros((), radius_dtype(p)))
         return FTPState(
             count=jnp.zeros([], jnp.int32),
-            anchor=anchors,
+            anchor=anchor_tree(params, anchor, plans, dtype=anchor_dtype),
             radius=radius,
             radius_mu=jax.tree_util.tree_map(jnp.zeros_like, radius),
             radius_nu=jax.tree_util.tree_map(jnp.zeros_like, radius),
-            prev_displacement=displacement,
-            prev_inverse_norm=masked_like(
-                params, plans, lambda p, plan: jnp.zeros_like(row_sums(p, plan.kept_axes))
+            prev_displacement=constrained_tree(
+                params, plans, lambda p, _: jnp.zeros_like(p, dtype=displacement_dtype)
+            ),
+            prev_inverse_norm=constrained_tree(
+                params,
+                plans,
+                lambda p, plan: jnp.zeros_like(row_sums(p, plan.kept_axes), dtype=radius_dtype(p)),
             ),
             base_state=base_optimizer.init(params),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
-        if params is None:
-            raise ValueError(
-                "ftp needs the current params: call `tx.update(grads, state, params)`."
-            )
+        require_params(params, "ftp")
         base_updates, base_state = base_optimizer.update(
             updates, state.base_state, params, **extra_args
         )
         count = optax.safe_int32_increment(state.count)
-        plans = leaf_plans(params, mask, row_axes)
-        treedef = jax.tree_util.tree_structure(params)
-        flat_state = [
-            flat_up_to(params, tree, "FTP state")
-            for tree in (
-                state.anchor,
-                state.radius,
-                state.radius_mu,
-                state.radius_nu,
-                state.prev_displacement,
-                state.prev_inverse_norm,
-            )
-        ]
-        flat_grads = flat_up_to(params, updates, "gradient tree")
-        flat_base = treedef.flatten_up_to(base_updates)
-        flat_params = treedef.flatten_up_to(params)
-
-        step = count.astype(jnp.float32)
-        first_step = count == 1
-        new_leaves = []  # (update, anchor, radius, mu, nu, displacement, inverse_norm)
-        for plan, g, u, p, a, radius, mu, nu, prev_c, prev_inv in zip(
-            plans, flat_grads, flat_base, flat_params, *flat_state, strict=True
-        ):
-            if plan.constrained == isinstance(radius, optax.MaskedNode):
-                raise ValueError(
-                    f"`mask` at {plan.path!r} is {plan.constrained} now but was "
-                    f"{not plan.constrained} when the FTP state was initialized; the "
-                    "mask must not change between init and update."
-                )
-            if not plan.constrained:
-                new_leaves.append((u, a, radius, mu, nu, prev_c, prev_inv))
-                continue
-            new_leaves.append(
-                _ftp_leaf_step(
-                    g,
-                    u,
-                    p,
-                    a,
-                    radius,
-                    mu,
-                    nu,
-                    prev_c,
-                    prev_inv,
-                    kept_axes=plan.kept_axes,
-                    norm=norm,
-                    k=k,
-                    step=step,
-                    first_step=first_step,
-                    learning_rate=radius_learning_rate,
-                    b1=radius_b1,
-                    b2=radius_b2,
-                )
-            )
-        columns = [treedef.unflatten(list(column)) for column in zip(*new_leaves, strict=True)]
-        new_updates, anchor_tree, radius, mu, nu, displacement, inverse_norm = columns
-        return new_updates, FTPState(
-            count=count,
-            anchor=anchor_tree,
-            radius=radius,
-            radius_mu=mu,
-            radius_nu=nu,
-            prev_displacement=displacement,
-            prev_inverse_norm=inverse_norm,
-            base_state=base_state,
+        leaf_step = functools.partial(
+            ftp_leaf_update,
+            norm=norm,
+            k=k,
+            step=count.astype(jnp.float32),
+            first_step=count == 1,
+            learning_rate=radius_learning_rate,
+            b1=radius_b1,
+            b2=radius_b2,
         )
+        new_updates, *buffers = map_leaves(
+            leaf_step,
+            leaf_plans(params, mask, row_axes, method="FTP"),
+            params,
+            (updates, base_updates),
+            state[1:-1],  # anchor, radius, radius_mu, radius_nu, prev_displacement, ...
+            excluded_fn=lambda plan, p, g, u, *stored: (u, *stored),
+            method="FTP",
+        )
+        return new_updates, FTPState(count, *buffers, base_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _ftp_leaf_step(
+def ftp_leaf_update(
+    plan: LeafPlan,
+    param,
     gradient,
     base_update,
-    param,
     anchor,
     radius,
     mu,
@@ -322,7 +259,6 @@ def _ftp_leaf_step(
     prev_displacement,
     prev_inverse_norm,
     *,
-    kept_axes,
     norm,
     k,
     step,
@@ -331,20 +267,36 @@ def _ftp_leaf_step(
     b1,
     b2,
 ):
-    """One FTP step of one constrained leaf (SPEC.md, FTP steps 1-4).
+    r"""One FTP step of one constrained leaf: the math of :func:`ftp` (its equation).
+
+    .. math::
+
+      c_t = \theta_{t-1} + u_t - w_0, \quad n_t = R(c_t) + 10^{-8}, \quad
+      h_t = \textstyle\sum g_t \odot c_{t-1} / n_{t-1}, \\
+      \gamma_t = \operatorname{clip}(\gamma_{t-1} - \mu\,\mathrm{Adam}_t(h_t),
+      10^{-8}, \max n_t), \quad
+      \theta_t = w_0 + \operatorname{clip}(\gamma_t / n_t, 0, 1)\, c_t
 
     Returns ``(update, anchor, radius, mu, nu, displacement, inverse_norm)``, the
     anchor and displacement as stored (their storage dtypes).
+
+    Norms, inverse norms, :math:`h_t` and the radius are computed in the radius
+    dtype (``compute_dtype``: the params' dtype, at least float32), so that float16
+    params neither underflow the norms' ``1e-8`` nor lose :math:`h_t`; for float32
+    and float64 params every cast below is a no-op.
     """
-    dtype = radius.dtype
+    dtype = radius.dtype  # compute_dtype(param.dtype)
     stored_anchor = anchor
     anchor = anchor.astype(param.dtype)  # a no-op unless `anchor_dtype` is set
 
     # h_t = d L(theta_{t-1}) / d gamma_{t-1}: row sums first, then scaled, as the
     # reference's `_dot(grad, c_prev, scale=1/n_prev)`.
     stored_dtype = prev_displacement.dtype
-    prev_displacement = prev_displacement.astype(param.dtype)  # a no-op by default
-    radius_grad = jnp.sum(row_sums(gradient * prev_displacement, kept_axes) * prev_inverse_norm)
+    prev_displacement = prev_displacement.astype(dtype)  # a no-op by default
+    kept_axes = plan.kept_axes
+    radius_grad = jnp.sum(
+        row_sums(gradient.astype(dtype) * prev_displacement, kept_axes) * prev_inverse_norm
+    )
 
     # c_t, made to depend on h_t: a NaN h_t (a non-finite gradient) makes c_t NaN, and
     # otherwise this changes no number. The dependency orders XLA's reads of c_{t-1}
@@ -352,7 +304,7 @@ def _ftp_leaf_step(
     # donated buffer instead of through two parameter-sized copies.
     ordered_anchor = jnp.where(jnp.isnan(radius_grad), jnp.nan, anchor)
     displacement = param + base_update - ordered_anchor  # c_t
-    norms = row_norms(displacement, kept_axes, norm) + NORM_EPS  # n_t
+    norms = row_norms(displacement.astype(dtype), kept_axes, norm) + NORM_EPS  # n_t
     inverse_norm = 1.0 / norms
 
     radius_grad = radius_grad.astype(dtype)
@@ -368,8 +320,10 @@ def _ftp_leaf_step(
     new_mu = jnp.where(first_step, mu, new_mu)
     new_nu = jnp.where(first_step, nu, new_nu)
 
-    ratio = projection_ratio(new_radius.astype(param.dtype), inverse_norm)
-    projected = anchor + ratio * displacement  # theta_t
+    projected_displacement, _ = radial_projection(
+        displacement, new_radius, kept_axes, inverse_norm=inverse_norm
+    )
+    projected = anchor + projected_displacement  # theta_t (in `dtype`)
     update = (projected - param).astype(base_update.dtype)
     stored_displacement = displacement.astype(stored_dtype)  # a no-op by default
     return update, stored_anchor, new_radius, new_mu, new_nu, stored_displacement, inverse_norm
@@ -397,19 +351,7 @@ def ftp_radii(state: Any) -> PyTree:
       The radii (float scalars; 0 before the first step), with ``None`` at the
       leaves that ``mask`` excludes.
     """
-    radius = _find_ftp_state(state).radius
-    return jax.tree_util.tree_map(_radius_value, radius, is_leaf=_is_radius_leaf)
-
-
-def _is_radius_leaf(x: Any) -> bool:
-    # nnx.Optimizer wraps each state array in a Variable that has `get_value`.
-    return isinstance(x, optax.MaskedNode) or hasattr(x, "get_value")
-
-
-def _radius_value(x: Any) -> Any:
-    if hasattr(x, "get_value"):
-        x = x.get_value()
-    return None if isinstance(x, optax.MaskedNode) else x
+    return radii(_find_ftp_state(state))
 
 
 def ftp_adamw(

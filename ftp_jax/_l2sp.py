@@ -9,15 +9,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ftp_jax._anchored import (
-    anchor_state,
+from ftp_jax._skeleton import (
+    LeafPlan,
+    MaskOrFn,
+    anchor_tree,
     check_base_optimizer,
-    check_mask_unchanged,
     check_nonnegative,
     flat_anchor,
+    leaf_plans,
+    map_leaves,
     require_params,
 )
-from ftp_jax._plan import MaskOrFn, flat_up_to, leaf_plans
 
 __all__ = ["L2SPState", "L2SPDecoupledState", "l2sp", "l2sp_decoupled", "l2sp_penalty"]
 
@@ -38,8 +40,14 @@ class L2SPDecoupledState(NamedTuple):
     base_state: optax.OptState  # state of the wrapped base optimizer.
 
 
-def _penalty_gradient(param, anchor, plan, alpha, beta):
-    """alpha (w - w0) on a constrained leaf, beta w on an excluded one."""
+def l2sp_leaf_gradient(plan: LeafPlan, param, anchor, *, alpha, beta):
+    r"""The L2-SP penalty's gradient at one leaf.
+
+    .. math::
+
+      \nabla \Omega = \alpha (w - w^0) \text{ on a constrained leaf}, \qquad
+      \beta\, w \text{ on an excluded one (no pre-trained value)}
+    """
     if plan.constrained:
         return alpha * (param - anchor)
     return beta * param
@@ -156,24 +164,25 @@ def l2sp(
 
     def init_fn(params):
         plans = leaf_plans(params, mask, None, method="L2-SP")
-        return L2SPState(anchor=anchor_state(params, anchor, plans))
+        return L2SPState(anchor=anchor_tree(params, anchor, plans))
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         require_params(params, "l2sp")
-        plans = leaf_plans(params, mask, None, method="L2-SP")
-        treedef = jax.tree_util.tree_structure(params)
-        leaves = []
-        for plan, g, p, a in zip(
-            plans,
-            flat_up_to(params, updates, "gradient tree"),
-            treedef.flatten_up_to(params),
-            flat_up_to(params, state.anchor, "L2-SP state"),
-            strict=True,
-        ):
-            check_mask_unchanged(plan, a, "L2-SP")
-            leaves.append((g + _penalty_gradient(p, a, plan, alpha, beta)).astype(g.dtype))
-        return treedef.unflatten(leaves), state
+
+        def leaf_update(plan, p, g, a):
+            return ((g + l2sp_leaf_gradient(plan, p, a, alpha=alpha, beta=beta)).astype(g.dtype),)
+
+        (new_updates,) = map_leaves(
+            leaf_update,
+            leaf_plans(params, mask, None, method="L2-SP"),
+            params,
+            (updates,),
+            (state.anchor,),
+            excluded_fn=leaf_update,
+            method="L2-SP",
+        )
+        return new_updates, state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -237,7 +246,7 @@ def l2sp_decoupled(
         plans = leaf_plans(params, mask, None, method="L2-SP")
         return L2SPDecoupledState(
             count=jnp.zeros([], jnp.int32),
-            anchor=anchor_state(params, anchor, plans),
+            anchor=anchor_tree(params, anchor, plans),
             base_state=base_optimizer.init(params),
         )
 
@@ -247,20 +256,21 @@ def l2sp_decoupled(
             updates, state.base_state, params, **extra_args
         )
         rate = learning_rate(state.count) if callable(learning_rate) else learning_rate
-        plans = leaf_plans(params, mask, None, method="L2-SP")
-        treedef = jax.tree_util.tree_structure(params)
-        leaves = []
-        for plan, u, p, a in zip(
-            plans,
-            treedef.flatten_up_to(base_updates),
-            treedef.flatten_up_to(params),
-            flat_up_to(params, state.anchor, "L2-SP state"),
-            strict=True,
-        ):
-            check_mask_unchanged(plan, a, "L2-SP")
-            decay = rate * _penalty_gradient(p, a, plan, alpha, beta)
-            leaves.append((u - decay).astype(u.dtype))
-        return treedef.unflatten(leaves), L2SPDecoupledState(
+
+        def leaf_update(plan, p, u, a):
+            decay = rate * l2sp_leaf_gradient(plan, p, a, alpha=alpha, beta=beta)
+            return ((u - decay).astype(u.dtype),)
+
+        (new_updates,) = map_leaves(
+            leaf_update,
+            leaf_plans(params, mask, None, method="L2-SP"),
+            params,
+            (base_updates,),
+            (state.anchor,),
+            excluded_fn=leaf_update,
+            method="L2-SP",
+        )
+        return new_updates, L2SPDecoupledState(
             count=optax.safe_int32_increment(state.count),
             anchor=state.anchor,
             base_state=base_state,

@@ -10,8 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ftp_jax._anchored import check_base_optimizer
-from ftp_jax._plan import MaskOrFn, leaf_plans
+from ftp_jax._skeleton import MaskOrFn, check_base_optimizer, leaf_plans
 
 __all__ = ["LPFTState", "lp_ft"]
 

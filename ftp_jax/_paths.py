@@ -23,7 +23,7 @@ import numpy as np
 
 PyTree = Any
 
-__all__ = ["leaf_path", "leaf_paths", "path_rules", "per_leaf_values"]
+__all__ = ["PathRules", "leaf_path", "leaf_paths", "path_rules", "per_leaf_values"]
 
 
 def _key_name(key: Any) -> str:
@@ -65,7 +65,7 @@ def path_rules(
     rules: Sequence[tuple[str, Any]],
     *,
     name: str = "rules",
-) -> Callable[[PyTree], PyTree]:
+) -> PathRules:
     """Builds a per-leaf setting from ``[(regex, value)]`` rules over parameter paths.
 
     The returned function maps a params tree to a tree of the same structure whose
@@ -85,7 +85,10 @@ def path_rules(
       name: what the rules are for, used in error messages (``"mask"``).
 
     Returns:
-      A function ``params -> tree of values``.
+      A :class:`PathRules`: ``rules(params)`` is the tree of values (so it also
+      serves as ``optax.masked``'s mask function). It is static data for JAX: it
+      can be passed through ``optax.inject_hyperparams`` (as ``mask`` or
+      ``row_axes`` of :func:`ftp_jax.ftp_adamw`, say) without ``static_args``.
 
     Raises:
       ValueError: when called, if a rule wins no leaf (it matches no path, or
@@ -104,8 +107,58 @@ def path_rules(
             raise ValueError(
                 f"`{name}` rule #{index} has an invalid pattern {pattern!r}: {error}."
             ) from error
+    return PathRules(tuple(compiled), name)
 
-    def resolve(params: PyTree) -> PyTree:
+
+def _is_step_count(x: Any) -> bool:
+    """Whether ``x`` is an integer scalar: what ``optax.inject_hyperparams`` passes to a
+    hyper-parameter it takes for a schedule (the step count), never a params tree."""
+    if isinstance(x, (bool, np.bool_)):
+        return False
+    if isinstance(x, (int, np.integer)):
+        return True
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and np.ndim(x) == 0 and np.issubdtype(dtype, np.integer)
+
+
+class _StaticSetting:
+    """A per-leaf setting object that is static data for JAX and optax.
+
+    It is a pytree with no leaves (the object itself is the static auxiliary
+    data), and calling it with a step count returns it unchanged. So
+    ``optax.inject_hyperparams``, which takes every callable argument for a
+    schedule, calls it with the step count and stores it in its state, gets the
+    setting back as it was, and jit sees no array in it: no ``static_args``
+    needed, one compilation.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        jax.tree_util.register_pytree_node(cls, lambda x: ((), x), lambda x, _: x)
+
+
+class PathRules(_StaticSetting):
+    """A per-leaf setting from ``[(regex, value)]`` rules: see :func:`path_rules`.
+
+    ``rules(params)`` returns the tree of values (also usable as ``optax.masked``'s
+    mask function); it is static data under jit and ``optax.inject_hyperparams``.
+    """
+
+    def __init__(self, compiled: tuple, name: str):
+        self._compiled, self.name = compiled, name
+
+    def __repr__(self) -> str:
+        rules = ", ".join(f"({pattern!r}, {value!r})" for _, pattern, value in self._compiled)
+        return f"ftp_jax.path_rules([{rules}], name={self.name!r})"
+
+    def __call__(self, params: PyTree) -> PyTree:
+        if _is_step_count(params):  # optax.inject_hyperparams took the rules for a schedule
+            return self
+        return self.resolve(params)
+
+    def resolve(self, params: PyTree) -> PyTree:
+        """The tree of values, one per leaf of ``params``; errors as :func:`path_rules`."""
+        compiled, name = self._compiled, self.name
         flat, treedef = jax.tree_util.tree_flatten_with_path(params)
         paths = [leaf_path(kp) for kp, _ in flat]
         values = []
@@ -143,16 +196,18 @@ def path_rules(
             )
         return jax.tree_util.tree_unflatten(treedef, values)
 
-    return resolve
-
 
 def _rule_value(value: Any, path: str, leaf: Any) -> Any:
     """A rule's value for one leaf: constants as they are, functions of (path, leaf) called."""
     return value(path, leaf) if callable(value) else value
 
 
-class LeafRule:
-    """A per-leaf rule: a function of ``(path, leaf)`` returning the leaf's value."""
+class LeafRule(_StaticSetting):
+    """A per-leaf rule: a function of ``(path, leaf)`` returning the leaf's value.
+
+    Called with a whole params tree, it returns the tree of values; static data
+    under jit and ``optax.inject_hyperparams`` (see :class:`PathRules`).
+    """
 
     def __init__(self, function: Callable[[str, Any], Any], name: str):
         self._function = function
@@ -160,6 +215,8 @@ class LeafRule:
         self.__doc__ = function.__doc__
 
     def __call__(self, path_or_params: Any, leaf: Any = None) -> Any:
+        if leaf is None and _is_step_count(path_or_params):  # inject_hyperparams' step count
+            return self
         if leaf is None and not isinstance(path_or_params, str):
             # Called on a whole params tree: return the tree of values.
             params = path_or_params
@@ -198,7 +255,10 @@ def per_leaf_values(
     """
     if setting is None:
         setting = default
-    tree = setting(params) if callable(setting) else setting
+    if isinstance(setting, PathRules):
+        tree = setting.resolve(params)
+    else:
+        tree = setting(params) if callable(setting) else setting
     treedef = jax.tree_util.tree_structure(params)
     try:
         return treedef.flatten_up_to(tree)

@@ -18,7 +18,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["NORMS", "reduced_axes", "row_norms", "row_sums", "projection_ratio"]
+__all__ = [
+    "NORMS",
+    "compute_dtype",
+    "hard_clip_unit",
+    "projection_ratio",
+    "radial_projection",
+    "reduced_axes",
+    "row_norms",
+    "row_sums",
+]
 
 NORMS = ("mars", "l2")
 
@@ -62,9 +71,90 @@ def row_sums(x: jax.Array, kept_axes: tuple[int, ...]) -> jax.Array:
     return jnp.sum(x, axis=reduced_axes(x.ndim, kept_axes), keepdims=True)
 
 
+def hard_clip_unit(ratio: jax.Array) -> jax.Array:
+    r"""``clip(ratio, 0, 1)`` whose derivative is 0 at and beyond both ends.
+
+    .. math::
+
+      \operatorname{clip}(r, 0, 1), \qquad
+      \frac{d}{dr} = \begin{cases} 1 & 0 < r < 1 \\ 0 & \text{otherwise} \end{cases}
+
+    The derivative of the reference's ``torch.nn.Hardtanh(0, 1)`` (TPGM's ratio).
+    ``jax.grad(jnp.clip)`` passes half the gradient (0.5) at exactly 0 or 1: in
+    float32, a radius clipped to the largest row norm gives that row the ratio
+    ``max / (max + 1e-8) == 1.0`` exactly, and the radius gradient would then
+    differ from the reference's at every later step. The values are those of
+    ``jnp.clip`` (NaN stays NaN).
+    """
+    inside = (ratio > 0) & (ratio < 1)
+    return jnp.where(inside, ratio, jax.lax.stop_gradient(jnp.clip(ratio, 0.0, 1.0)))
+
+
 def projection_ratio(radius: jax.Array, inverse_norm: jax.Array) -> jax.Array:
     """``clip(radius / norm, 0, 1)``, the per-row scale of the projection.
 
-    Computed as ``radius * (1 / norm)``, the reference's order of operations.
+    Computed as ``radius * (1 / norm)``, the reference's order of operations; its
+    derivative is zero at both ends, as :func:`hard_clip_unit`.
     """
-    return jnp.clip(radius * inverse_norm, 0.0, 1.0)
+    return hard_clip_unit(radius * inverse_norm)
+
+
+def radial_projection(
+    displacement: jax.Array,
+    radius: jax.Array,
+    kept_axes: tuple[int, ...],
+    norm: str = "mars",
+    *,
+    norm_eps: float = 0.0,
+    inverse_norm: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    r"""The radial projection of a displacement onto the ball of ``radius``, row by row.
+
+    .. math::
+
+      P(c; \gamma) = \operatorname{clip}\Big(\frac{\gamma}{R(c) + \epsilon}, 0, 1\Big)\, c
+
+    with :math:`c = \theta - w_0` and :math:`R` = :func:`row_norms`: rows outside
+    the ball are rescaled onto its sphere, rows inside kept. The projected params
+    are ``anchor + P(c)``. The one projection of FTP, TPGM and MARS-PGM; they
+    differ only in :math:`\epsilon` (the reference's constant): FTP adds ``1e-8``
+    to the norm itself (and passes its ``inverse_norm``, computed once per step,
+    so the ratio is ``radius * (1 / n)`` in the reference's order), TPGM adds
+    ``1e-8`` in the ratio's denominator (``radius / (n + 1e-8)``), MARS-PGM adds
+    none (a zero row then has ratio ``radius``, harmlessly: its displacement is 0).
+    The clip's derivative is zero at both ends (:func:`hard_clip_unit`, the
+    reference's ``Hardtanh``). Computed in at least float32 (:func:`compute_dtype`).
+
+    Args:
+      displacement: :math:`c`.
+      radius: :math:`\gamma`, a scalar.
+      kept_axes: the axes kept as rows (``()``: one norm).
+      norm: ``"mars"`` or ``"l2"``.
+      norm_eps: :math:`\epsilon`, added to the norm in the ratio's denominator.
+      inverse_norm: ``1 / (R(c) + eps)`` when already computed (FTP); then
+        ``norm`` and ``norm_eps`` are not used.
+
+    Returns:
+      ``(projected displacement, ratio)``, both in the compute dtype; ``ratio``
+      has the rows' shape (reduced axes of size 1) and is 1 exactly where a row is
+      inside the ball.
+    """
+    dtype = compute_dtype(displacement.dtype)
+    wide = displacement.astype(dtype)
+    radius = jnp.asarray(radius).astype(dtype)
+    if inverse_norm is not None:
+        ratio = projection_ratio(radius, inverse_norm)
+    else:
+        norms = row_norms(wide, kept_axes, norm) + norm_eps
+        ratio = hard_clip_unit(radius / (norms if norm_eps else jnp.where(norms > 0, norms, 1)))
+    return ratio * wide, ratio
+
+
+def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
+    """The dtype of norms, inverse norms and radii for params of ``dtype``: at least float32.
+
+    ``1e-8`` (the norms' epsilon) underflows to 0 in float16, so that a row that
+    did not move would get an infinite inverse norm and NaN radius gradients;
+    float32 and float64 params compute in their own dtype (bit-identical results).
+    """
+    return jnp.promote_types(dtype, jnp.float32)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import optax
 
-from ftp_jax._anchored import (
-    anchor_state,
+from ftp_jax._skeleton import (
+    MaskOrFn,
+    anchor_tree,
     check_base_optimizer,
-    check_mask_unchanged,
     check_nonnegative,
+    leaf_plans,
+    map_leaves,
+    radius_dtype,
     require_params,
 )
-from ftp_jax._plan import MaskOrFn, flat_up_to, leaf_plans, radius_dtype
 
 __all__ = ["SPDState", "spd", "spd_leaf_update"]
 
@@ -154,7 +155,7 @@ def spd(
     def init_fn(params):
         plans = leaf_plans(params, mask, None, method="SPD")
         return SPDState(
-            anchor=anchor_state(params, anchor, plans), base_state=base_optimizer.init(params)
+            anchor=anchor_tree(params, anchor, plans), base_state=base_optimizer.init(params)
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -162,26 +163,25 @@ def spd(
         base_updates, base_state = base_optimizer.update(
             updates, state.base_state, params, **extra_args
         )
-        plans = leaf_plans(params, mask, None, method="SPD")
-        treedef = jax.tree_util.tree_structure(params)
-        leaves = []
-        for plan, g, u, p, a in zip(
-            plans,
-            flat_up_to(params, updates, "gradient tree"),
-            treedef.flatten_up_to(base_updates),
-            treedef.flatten_up_to(params),
-            flat_up_to(params, state.anchor, "SPD state"),
-            strict=True,
-        ):
-            check_mask_unchanged(plan, a, "SPD")
-            if not plan.constrained and not decay_excluded:
-                leaves.append(u)
-                continue
-            if not plan.constrained and not jnp.issubdtype(jnp.result_type(p), jnp.floating):
-                leaves.append(u)  # an integer leaf outside the mask: nothing to decay
-                continue
-            leaf_anchor = a if plan.constrained else None
-            leaves.append(spd_leaf_update(g, u, p, leaf_anchor, strength)[0])
-        return treedef.unflatten(leaves), SPDState(anchor=state.anchor, base_state=base_state)
+
+        def constrained(plan, p, g, u, a):
+            return (spd_leaf_update(g, u, p, a, strength)[0],)
+
+        def excluded(plan, p, g, u, a):
+            # Decayed toward 0 (no pre-trained value), unless asked not to or not a float.
+            if not decay_excluded or not jnp.issubdtype(jnp.result_type(p), jnp.floating):
+                return (u,)
+            return (spd_leaf_update(g, u, p, None, strength)[0],)
+
+        (new_updates,) = map_leaves(
+            constrained,
+            leaf_plans(params, mask, None, method="SPD"),
+            params,
+            (updates, base_updates),
+            (state.anchor,),
+            excluded_fn=excluded,
+            method="SPD",
+        )
+        return new_updates, SPDState(anchor=state.anchor, base_state=base_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

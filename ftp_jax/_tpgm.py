@@ -1,8 +1,9 @@
-"""TPGM, Trainable Projected Gradient Method: projection radii learned on held-out data."""
+"""TPGM, Trainable Projected Gradient Method, as an Optax transform wrapping a base optimizer."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import chex
@@ -11,66 +12,84 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ftp_jax._plan import (
+from ftp_jax._projection import radial_projection, row_norms
+from ftp_jax._readouts import radii
+from ftp_jax._skeleton import (
     LeafPlan,
     MaskOrFn,
-    check_anchor,
-    flat_up_to,
+    anchor_tree,
+    check_base_optimizer,
+    check_norm,
+    constrained_tree,
+    flat_anchor,
     leaf_plans,
-    masked_like,
+    map_leaves,
     radius_dtype,
+    require_params,
 )
-from ftp_jax._projection import NORMS, row_norms
 
 __all__ = [
     "TPGMState",
-    "TPGM",
-    "tpgm",
-    "tpgm_radii",
     "project_to_anchor",
-    "projection_action",
-    "run_projection_update",
+    "tpgm",
+    "tpgm_leaf_projection",
+    "tpgm_post_hoc",
+    "tpgm_radii",
 ]
 
 PyTree = Any
-LossFn = Callable[[PyTree, PyTree], jax.Array]
+LossFn = Callable[..., jax.Array]
 
 MIN_RADIUS = 1e-8  # lower clip of the radius
-NORM_EPS = 1e-8  # added to the norm in the projection ratio (not in the norm itself)
+NORM_EPS = 1e-8  # TPGM's epsilon: in the projection ratio's denominator, not in the norm
+RADIUS_ADAM = dict(b1=0.9, b2=0.999, eps=1e-8)  # torch.optim.Adam's defaults
 
 
 class TPGMState(NamedTuple):
     """State of :func:`tpgm`. MaskedNode at the leaves that ``mask`` excludes."""
 
+    count: chex.Array  # int32 []: updates taken (training steps).
     anchor: PyTree  # like params: the pre-trained values w0.
-    radius: PyTree  # one float [] per constrained leaf: gamma.
+    radius: PyTree  # one float [] per constrained leaf: gamma (0 until first used).
     radius_adam: optax.OptState  # optax.adam state over `radius`.
-    initialized: chex.Array  # bool []: radii set to min(R(t)) / 2 yet.
+    initialized: chex.Array  # bool []: radii set to min(R(theta - w0)) / 2 yet.
+    heldout_loss: chex.Array  # float32 []: mean held-out loss of the last radius update (0 before).
+    base_state: optax.OptState  # state of the wrapped base optimizer.
 
 
-def _projected_leaf(param, anchor, radius, kept_axes, norm, stop_gradient):
-    """``w0 + clip(gamma / (R(t) + 1e-8), 0, 1) * t`` for one leaf, ``t = theta - w0``."""
+def tpgm_leaf_projection(
+    plan: LeafPlan, param, anchor, radius, *, norm: str, stop_gradient: bool = True
+):
+    r"""TPGM's projection of one constrained leaf.
+
+    .. math::
+
+      P(\theta; \gamma) = w_0 + \operatorname{clip}\Big(\frac{\gamma}{R(\theta - w_0)
+      + 10^{-8}}, 0, 1\Big) (\theta - w_0)
+
+    (:func:`ftp_jax._projection.radial_projection` with TPGM's epsilon, in the
+    ratio's denominator). With ``stop_gradient`` the displacement is a constant:
+    only :math:`\gamma` gets a gradient (the reference's truncated hypergradient).
+    """
     displacement = param - anchor
     if stop_gradient:
         displacement = jax.lax.stop_gradient(displacement)
-    norms = row_norms(displacement, kept_axes, norm)
-    ratio = jnp.clip(radius.astype(param.dtype) / (norms + NORM_EPS), 0.0, 1.0)
-    return anchor + displacement * ratio
+    projected, _ = radial_projection(displacement, radius, plan.kept_axes, norm, norm_eps=NORM_EPS)
+    return (anchor.astype(projected.dtype) + projected).astype(param.dtype)
 
 
 def _project(params, anchor, radius, plans, norm, stop_gradient=True):
-    flat_params = jax.tree_util.tree_structure(params).flatten_up_to(params)
-    flat_anchor = flat_up_to(params, anchor, "anchor")
-    flat_radius = flat_up_to(params, radius, "radius tree")
-    leaves = []
-    for plan, p, a, r in zip(plans, flat_params, flat_anchor, flat_radius, strict=True):
-        if not plan.constrained:
-            leaves.append(p)
-            continue
-        if r is None or isinstance(r, optax.MaskedNode):
-            raise ValueError(f"no radius for the constrained leaf {plan.path!r}.")
-        leaves.append(_projected_leaf(p, a, r, plan.kept_axes, norm, stop_gradient))
-    return jax.tree_util.tree_structure(params).unflatten(leaves)
+    """Every constrained leaf projected; excluded leaves as they are."""
+    return map_leaves(
+        lambda plan, p, a, r: (
+            tpgm_leaf_projection(plan, p, a, r, norm=norm, stop_gradient=stop_gradient),
+        ),
+        plans,
+        params,
+        state=(anchor, radius),
+        excluded_fn=lambda plan, p, a, r: (p,),
+        method="TPGM",
+    )[0]
 
 
 def project_to_anchor(
@@ -93,11 +112,13 @@ def project_to_anchor(
     row by row (``R`` = :func:`ftp_jax.row_norms` over ``row_axes``, MARS or L2).
     With ``stop_gradient=True`` (the reference, TPGM's truncated hypergradient),
     the displacement :math:`\theta - w_0` is a constant, so ``jax.grad`` with
-    respect to ``radius`` is the only gradient that flows.
+    respect to ``radius`` is the only gradient that flows; the clip passes no
+    gradient at either end (the reference's ``Hardtanh``).
 
     Args:
       params: the fine-tuned params :math:`\theta`.
-      anchor: the pre-trained params :math:`w_0` (same structure).
+      anchor: the pre-trained params :math:`w_0` (same structure; values at
+        excluded leaves unread).
       radius: a tree like params with a scalar :math:`\gamma` at every constrained
         leaf and ``None`` (or ``optax.MaskedNode``) at excluded ones.
       mask, row_axes, norm: as in :func:`ftp_jax.ftp`.
@@ -111,114 +132,213 @@ def project_to_anchor(
       Tian, Dai, Liu, Kira, "Trainable Projected Gradient Method for Robust
       Fine-tuning", CVPR 2023, arXiv:2303.10720.
     """
-    if norm not in NORMS:
-        raise ValueError(f"unknown `norm` {norm!r}; expected one of {NORMS}.")
+    check_norm(norm)
     plans = leaf_plans(params, mask, row_axes, method="TPGM")
-    return _project(params, anchor, radius, plans, norm, stop_gradient)
+    anchors = flat_anchor(params, anchor, plans)
+    treedef = jax.tree_util.tree_structure(params)
+    try:
+        radii = treedef.flatten_up_to(radius)
+    except (ValueError, TypeError):
+        raise ValueError(
+            "`radius` must have the params' structure (a scalar at every constrained leaf, "
+            "None at excluded ones)."
+        ) from None
+    leaves = []
+    for plan, p, a, r in zip(plans, treedef.flatten_up_to(params), anchors, radii, strict=True):
+        if not plan.constrained:
+            leaves.append(p)
+            continue
+        if r is None or isinstance(r, optax.MaskedNode):
+            raise ValueError(f"no radius for the constrained leaf {plan.path!r}.")
+        leaves.append(
+            tpgm_leaf_projection(plan, p, a, jnp.asarray(r), norm=norm, stop_gradient=stop_gradient)
+        )
+    return treedef.unflatten(leaves)
 
 
-def _prepared_radius(params, state: TPGMState, plans: list[LeafPlan], norm: str):
+def _prepared_radius(params, anchor, radius, initialized, plans, norm):
     """Initializes the radii on first use (``min(R(t)) / 2``), then clips them to
     ``[1e-8, max R(t)]``; no gradient flows through either."""
-    flat_params = jax.tree_util.tree_structure(params).flatten_up_to(params)
-    flat_anchor = flat_up_to(params, state.anchor, "TPGM state")
-    flat_radius = flat_up_to(params, state.radius, "TPGM state")
-    leaves = []
-    for plan, p, a, r in zip(plans, flat_params, flat_anchor, flat_radius, strict=True):
-        if plan.constrained == isinstance(r, optax.MaskedNode):
-            raise ValueError(
-                f"`mask` at {plan.path!r} is {plan.constrained} now but was "
-                f"{not plan.constrained} when the TPGM state was initialized."
-            )
-        if not plan.constrained:
-            leaves.append(r)
-            continue
-        norms = jax.lax.stop_gradient(row_norms(p - a, plan.kept_axes, norm)).astype(r.dtype)
-        r = jnp.where(state.initialized, r, jnp.min(norms) / 2)
-        leaves.append(jnp.clip(r, MIN_RADIUS, jnp.max(norms)))
-    return jax.tree_util.tree_structure(params).unflatten(leaves)
+
+    def prepare(plan, p, a, r):
+        displacement = (p - a).astype(r.dtype)  # the radius dtype: at least float32
+        norms = jax.lax.stop_gradient(row_norms(displacement, plan.kept_axes, norm))
+        r = jnp.where(initialized, r, jnp.min(norms) / 2)
+        return (jnp.clip(r, MIN_RADIUS, jnp.max(norms)),)
+
+    return map_leaves(
+        prepare,
+        plans,
+        params,
+        state=(anchor, radius),
+        excluded_fn=lambda plan, p, a, r: (r,),
+        method="TPGM",
+    )[0]
 
 
-class TPGM(NamedTuple):
-    """The pure functions of a TPGM projection (see :func:`tpgm`).
+class _Radii(NamedTuple):
+    """The part of the TPGM state that a radius update changes."""
 
-    Attributes:
-      init: ``params -> TPGMState``; the anchor is ``params`` unless given.
-      apply: ``(params, state) -> (projected params, state)``: initialize the radii
-        if needed, clip them, project. The "apply-only" step of the schedule.
-      update_step: ``(params, state, heldout_batch[, train_batches]) -> (state,
-        loss)``: one Adam step on the radii with ``d heldout_loss / d radius``.
-      update: ``(params, state, heldout_batches[, train_batches]) -> (projected
-        params, state, losses)``: ``max_iters`` update steps over the leading axis
-        of ``heldout_batches`` (a ``lax.scan``), then ``apply``.
-      max_iters: the number of Adam steps of one projection update.
+    radius: PyTree
+    radius_adam: optax.OptState
+    initialized: chex.Array
+
+
+def _check_stacked(batches: PyTree, iters: int, name: str) -> None:
+    leading = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree_util.tree_leaves(batches)}
+    if leading != {iters}:
+        raise ValueError(
+            f"`{name}` must stack {iters} batches on a leading axis (one per radius-Adam "
+            f"step: max_iters={iters}); its leaves have leading sizes {sorted(leading, key=str)}."
+        )
+
+
+def _fit_radii(
+    params,
+    anchor,
+    radii: _Radii,
+    heldout_batches,
+    train_batches,
+    loss_kwargs,
+    *,
+    plans,
+    norm,
+    heldout_loss,
+    radius_optimizer,
+    unroll_steps,
+    train_loss,
+    inner_learning_rate,
+):
+    """The radius-Adam steps of one projection update: a ``lax.scan`` over the batches.
+
+    Each step: clip the radii (initialized on first use), take
+    ``d heldout_loss(P(theta; gamma)) / d gamma`` by ``jax.grad``, one Adam step.
+    Returns the new radii and, per step, the loss and the radii after the Adam step
+    (before the next clip: the reference's trajectory).
     """
 
-    init: Callable[..., TPGMState]
-    apply: Callable[..., tuple[PyTree, TPGMState]]
-    update_step: Callable[..., tuple[TPGMState, jax.Array]]
-    update: Callable[..., tuple[PyTree, TPGMState, jax.Array]]
-    max_iters: int
+    def outer_loss(radius, batch, train):
+        if not unroll_steps:
+            projected = _project(params, anchor, radius, plans, norm)
+            return heldout_loss(projected, batch, **loss_kwargs)
+        theta = params
+        for k in range(unroll_steps):
+            inner_batch = jax.tree_util.tree_map(lambda x, k=k: x[k], train)
+            gradient = jax.grad(train_loss)(theta, inner_batch)
+            stepped = jax.tree_util.tree_map(
+                lambda p, g: p - inner_learning_rate * g, theta, gradient
+            )
+            theta = _project(stepped, anchor, radius, plans, norm, stop_gradient=False)
+        return heldout_loss(theta, batch, **loss_kwargs)
+
+    def radius_step(radii: _Radii, batches):
+        batch, train = batches
+        radius = _prepared_radius(params, anchor, radii.radius, radii.initialized, plans, norm)
+        loss, grads = jax.value_and_grad(outer_loss)(radius, batch, train)
+        updates, adam_state = radius_optimizer.update(grads, radii.radius_adam, radius)
+        radius = optax.apply_updates(radius, updates)
+        return _Radii(radius, adam_state, jnp.ones((), bool)), (loss, radius)
+
+    return jax.lax.scan(radius_step, radii, (heldout_batches, train_batches))
+
+
+def _initial_state(params, plans, anchor, radius_optimizer, base_state) -> TPGMState:
+    """Radii 0 (set on first use), their Adam state, the anchor (a copy), the base state."""
+    radius = constrained_tree(params, plans, lambda p, _: jnp.zeros((), radius_dtype(p)))
+    return TPGMState(
+        count=jnp.zeros([], jnp.int32),
+        anchor=anchor_tree(params, anchor, plans),
+        radius=radius,
+        radius_adam=radius_optimizer.init(radius),
+        initialized=jnp.zeros((), bool),
+        heldout_loss=jnp.zeros((), jnp.float32),
+        base_state=base_state,
+    )
+
+
+def _apply(params, anchor, radii: _Radii, plans, norm):
+    """Clip (initialize) the radii, project: TPGM's apply. Returns (projected, radii)."""
+    radius = _prepared_radius(params, anchor, radii.radius, radii.initialized, plans, norm)
+    projected = _project(params, anchor, radius, plans, norm)
+    return projected, radii._replace(radius=radius, initialized=jnp.ones((), bool))
 
 
 def tpgm(
+    base_optimizer: optax.GradientTransformation,
     heldout_loss: LossFn,
     *,
     mask: MaskOrFn = None,
     row_axes: MaskOrFn = None,
     norm: str = "mars",
-    proj_lr: float = 1e-2,
+    radius_learning_rate: float = 1e-2,
     max_iters: int = 1,
     anchor: PyTree | None = None,
     unroll_steps: int = 0,
     train_loss: LossFn | None = None,
     inner_learning_rate: float | None = None,
-) -> TPGM:
-    r"""TPGM: one projection radius per leaf, learned by bi-level optimization.
+) -> optax.GradientTransformationExtraArgs:
+    r"""TPGM around a base optimizer: projection radii learned on held-out data.
 
-    The inner level is the ordinary fine-tuning (the training loop's optimizer).
-    The outer level trains the radii :math:`\gamma` on held-out data by
-    differentiating the held-out loss through the projection with ``jax.grad``:
+    The inner level is the base optimizer's step. The outer level trains one
+    radius :math:`\gamma` per constrained leaf on held-out data, by
+    differentiating the held-out loss through the projection with ``jax.grad``,
+    inside the jitted ``update``:
 
     .. math::
 
-      \gamma \leftarrow \mathrm{Adam}\Big(\gamma,\;
-        \nabla_\gamma\, L_{\text{held-out}}\big(P(\theta; \gamma)\big)\Big),
-      \qquad \theta \leftarrow P(\theta; \gamma)
+      \theta' &= \theta_{t-1} + u_t \\
+      \gamma &\leftarrow \mathrm{Adam}\Big(\gamma,\;
+        \nabla_\gamma\, L_{\text{held-out}}\big(P(\theta'; \gamma); b_i\big)\Big),
+        \quad i = 1 \dots \texttt{max\_iters} \\
+      \theta_t &= P(\theta'; \gamma)
 
-    with :math:`P` from :func:`project_to_anchor`. Before each use the radii are
-    clipped to :math:`[10^{-8}, \max R(\theta - w_0)]`; on first use they are set
-    to :math:`\min R(\theta - w_0) / 2`.
+    with :math:`P` from :func:`project_to_anchor` and :math:`u_t` the base
+    optimizer's update. Before each use the radii are clipped to
+    :math:`[10^{-8}, \max R(\theta' - w_0)]`; on first use they are set to
+    :math:`\min R(\theta' - w_0) / 2`.
+
+    ``update(grads, state, params, heldout_batches=...)`` runs the ``max_iters``
+    radius-Adam steps (a ``lax.scan``, no host sync), one per held-out batch
+    stacked on the leading axis, then projects; ``heldout_batch=...`` is one
+    batch, for ``max_iters=1``. Without either, ``update`` only projects with the
+    current radii (the reference's "apply" between projection updates). Every
+    other extra keyword argument of ``update`` is passed on to the base optimizer
+    and to ``heldout_loss`` (e.g. ``model_state=...``: batch statistics, or an
+    RNG key); a ``heldout_loss`` that does not use one should accept ``**kwargs``.
 
     .. note::
       This is the reference (PotatoTian/TPGM ``utils/tpgm.py``): the outer
       gradient is truncated at the projection (the fine-tuned weights are
       constants), 1-D leaves have one L1 norm over the whole vector, the ``1e-8``
-      sits in the ratio's denominator, not in the norm. ``unroll_steps > 0`` is an
+      sits in the ratio's denominator, not in the norm, and the clip of the ratio
+      passes no gradient at either end (``Hardtanh``). ``unroll_steps > 0`` is an
       option beyond the reference (off by default): the held-out loss is taken
       after ``unroll_steps`` inner SGD steps, each followed by the projection,
 
       .. math::
 
-        \theta_0 = \theta,\quad \theta_{k} = P\big(\theta_{k-1} - \eta
+        \theta_0 = \theta',\quad \theta_{k} = P\big(\theta_{k-1} - \eta
         \nabla L_{\text{train}}(\theta_{k-1}; b_k); \gamma\big),\quad
         \nabla_\gamma L_{\text{held-out}}(\theta_K)
 
       a ``jax.grad`` (the inner steps) inside the function that the outer
-      ``jax.grad`` differentiates. Memory: reverse mode keeps every inner step's
-      params and activations, about ``K x`` (params + one training step's
-      activations) on top of a truncated update, plus a second-order pass.
+      ``jax.grad`` differentiates; ``update`` then also needs ``train_batches``
+      (leading axes ``max_iters`` and ``unroll_steps``). Memory: reverse mode
+      keeps every inner step's params and activations, about ``K x`` (params +
+      one training step's activations) on top of a truncated update.
 
     Args:
-      heldout_loss: ``(params, batch) -> scalar``: the loss on a held-out batch,
-        with the model in eval mode (batch-norm running statistics, no dropout).
+      base_optimizer: the optimizer of the inner level, e.g.
+        ``optax.sgd(1e-2, momentum=0.9)``; its state is nested in the state.
+      heldout_loss: ``(params, batch, **extra) -> scalar``: the loss on a held-out
+        batch, with the model in eval mode (batch-norm running statistics, no
+        dropout).
       mask, row_axes, norm: which leaves, which rows, ``"mars"``/``"l2"``; as in
-        :func:`ftp_jax.ftp`. Batch-norm statistics are not params and are never
-        projected.
-      proj_lr: the radius Adam's learning rate (betas 0.9/0.999, eps 1e-8, as
-        ``torch.optim.Adam``).
-      max_iters: Adam steps per projection update (reference: 1 with
-        ``proj_freq=1``; 200 post-hoc).
+        :func:`ftp_jax.ftp`. Excluded leaves follow the base optimizer exactly.
+      radius_learning_rate: the radius Adam's learning rate (the reference's
+        ``proj_lr``; betas 0.9/0.999, eps 1e-8, as ``torch.optim.Adam``).
+      max_iters: radius-Adam steps per projection update (reference: 1 with an
+        update after every training step; 200 post-hoc, see :func:`tpgm_post_hoc`).
       anchor: the pre-trained params; default the params passed to ``init``.
       unroll_steps: ``K`` inner steps of the unrolled hypergradient (0: the
         reference's truncated one).
@@ -228,221 +348,219 @@ def tpgm(
         ``unroll_steps > 0``).
 
     Returns:
-      A :class:`TPGM` of pure, jittable functions.
+      An ``optax.GradientTransformationExtraArgs``; ``update`` requires ``params``.
+
+    Raises:
+      ValueError: an unknown ``norm``, a bad ``max_iters``/``unroll_steps``, and
+        (at ``update``) held-out batches not stacked ``max_iters`` deep; at
+        ``init``/``update``, a ``mask``, ``row_axes`` or ``anchor`` that does not
+        fit the params.
+      TypeError: ``base_optimizer`` is not a GradientTransformation, or
+        ``heldout_loss`` is not callable.
 
     Example:
-      >>> import jax, jax.numpy as jnp, ftp_jax
+      >>> import jax, jax.numpy as jnp, optax, ftp_jax
       >>> def loss(params, batch):
       ...     return jnp.mean((batch["x"] @ params["w"] - batch["y"]) ** 2)
       >>> pre = {"w": jnp.ones((3, 1))}
-      >>> projection = ftp_jax.tpgm(loss, proj_lr=1e-2, max_iters=2)
-      >>> state = projection.init(pre)
-      >>> tuned = {"w": jnp.full((3, 1), 2.0)}
-      >>> heldout = {"x": jnp.ones((2, 4, 3)), "y": jnp.ones((2, 4, 1))}
-      >>> tuned, state, losses = jax.jit(projection.update)(tuned, state, heldout)
-      >>> losses.shape
-      (2,)
+      >>> tx = ftp_jax.tpgm(optax.sgd(0.1), loss, radius_learning_rate=1e-2, max_iters=2)
+      >>> state = tx.init(pre)
+      >>> batch = {"x": jnp.ones((4, 3)), "y": jnp.full((4, 1), 2.0)}
+      >>> grads = jax.grad(loss)(pre, batch)
+      >>> heldout = {"x": jnp.ones((2, 4, 3)), "y": jnp.ones((2, 4, 1))}  # max_iters=2
+      >>> updates, state = jax.jit(tx.update)(grads, state, pre, heldout_batches=heldout)
+      >>> params = optax.apply_updates(pre, updates)
+      >>> ftp_jax.tpgm_radii(state)["w"].shape
+      ()
 
     References:
       Tian, Dai, Liu, Kira, "Trainable Projected Gradient Method for Robust
       Fine-tuning", CVPR 2023, arXiv:2303.10720.
     """
-    if norm not in NORMS:
-        raise ValueError(f"unknown `norm` {norm!r}; expected one of {NORMS}.")
+    check_norm(norm)
+    base_optimizer = check_base_optimizer(base_optimizer, "tpgm")
     if not callable(heldout_loss):
-        raise TypeError("`heldout_loss` must be a function (params, batch) -> scalar loss.")
+        raise TypeError(
+            "tpgm: `heldout_loss` must be a function (params, batch) -> scalar loss, got "
+            f"{type(heldout_loss).__name__}."
+        )
     if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-        raise ValueError(f"`max_iters` must be a positive int, got {max_iters!r}.")
-    if not isinstance(unroll_steps, int) or unroll_steps < 0:
-        raise ValueError(f"`unroll_steps` must be a non-negative int, got {unroll_steps!r}.")
+        raise ValueError(f"tpgm: `max_iters` must be a positive int, got {max_iters!r}.")
+    if isinstance(unroll_steps, bool) or not isinstance(unroll_steps, int) or unroll_steps < 0:
+        raise ValueError(f"tpgm: `unroll_steps` must be a non-negative int, got {unroll_steps!r}.")
     if unroll_steps and (train_loss is None or inner_learning_rate is None):
         raise ValueError(
-            "`unroll_steps > 0` differentiates through inner training steps: pass "
+            "tpgm: `unroll_steps > 0` differentiates through inner training steps: pass "
             "`train_loss=(params, batch) -> loss` and `inner_learning_rate`."
         )
-    radius_optimizer = optax.adam(proj_lr, b1=0.9, b2=0.999, eps=1e-8)
+    radius_optimizer = optax.adam(radius_learning_rate, **RADIUS_ADAM)
+    fit_radii = functools.partial(
+        _fit_radii,
+        norm=norm,
+        heldout_loss=heldout_loss,
+        radius_optimizer=radius_optimizer,
+        unroll_steps=unroll_steps,
+        train_loss=train_loss,
+        inner_learning_rate=inner_learning_rate,
+    )
 
-    def plans_of(params):
-        return leaf_plans(params, mask, row_axes, method="TPGM")
+    def init_fn(params: PyTree) -> TPGMState:
+        plans = leaf_plans(params, mask, row_axes, method="TPGM")
+        return _initial_state(params, plans, anchor, radius_optimizer, base_optimizer.init(params))
 
-    def init(params: PyTree) -> TPGMState:
-        plans = plans_of(params)
-        if anchor is not None:
-            check_anchor(anchor, params)
-        anchor_tree = params if anchor is None else anchor
-        radius = masked_like(params, plans, lambda p, _: jnp.zeros((), radius_dtype(p)))
-        return TPGMState(
-            anchor=masked_like(anchor_tree, plans, lambda a, _: jnp.array(a, copy=True)),
-            radius=radius,
-            radius_adam=radius_optimizer.init(radius),
-            initialized=jnp.zeros((), bool),
+    def update_fn(
+        updates,
+        state: TPGMState,
+        params=None,
+        *,
+        heldout_batch=None,
+        heldout_batches=None,
+        train_batches=None,
+        **extra_args,
+    ):
+        require_params(params, "tpgm")
+        base_updates, base_state = base_optimizer.update(
+            updates, state.base_state, params, **extra_args
         )
-
-    def apply(params: PyTree, state: TPGMState) -> tuple[PyTree, TPGMState]:
-        plans = plans_of(params)
-        radius = _prepared_radius(params, state, plans, norm)
-        projected = _project(params, state.anchor, radius, plans, norm)
-        return projected, state._replace(radius=radius, initialized=jnp.ones((), bool))
-
-    def outer_loss(radius, params, anchor_tree, plans, heldout_batch, train_batches):
-        if not unroll_steps:
-            return heldout_loss(_project(params, anchor_tree, radius, plans, norm), heldout_batch)
-        theta = params
-        for k in range(unroll_steps):
-            batch = jax.tree_util.tree_map(lambda x, k=k: x[k], train_batches)
-            gradient = jax.grad(train_loss)(theta, batch)
-            stepped = jax.tree_util.tree_map(
-                lambda p, g: p - inner_learning_rate * g, theta, gradient
+        plans = leaf_plans(params, mask, row_axes, method="TPGM")
+        moved = optax.apply_updates(params, base_updates)
+        radii = _Radii(state.radius, state.radius_adam, state.initialized)
+        heldout_loss_value = state.heldout_loss
+        if heldout_batch is not None:
+            if heldout_batches is not None:
+                raise ValueError("tpgm: pass `heldout_batch` or `heldout_batches`, not both.")
+            if max_iters != 1:
+                raise ValueError(
+                    f"tpgm: `heldout_batch` is one batch, for max_iters=1; with max_iters="
+                    f"{max_iters}, pass `heldout_batches` stacking {max_iters} batches."
+                )
+            heldout_batches = jax.tree_util.tree_map(lambda x: x[None], heldout_batch)
+            if train_batches is not None:
+                train_batches = jax.tree_util.tree_map(lambda x: x[None], train_batches)
+        if heldout_batches is not None:
+            _check_stacked(heldout_batches, max_iters, "heldout_batches")
+            if unroll_steps and train_batches is None:
+                raise ValueError(
+                    f"tpgm: unrolled TPGM needs `train_batches` with leading axes "
+                    f"({max_iters}, {unroll_steps})."
+                )
+            radii, (losses, _) = fit_radii(
+                moved, state.anchor, radii, heldout_batches, train_batches, extra_args, plans=plans
             )
-            theta = _project(stepped, anchor_tree, radius, plans, norm, stop_gradient=False)
-        return heldout_loss(theta, heldout_batch)
-
-    def update_step(params, state, heldout_batch, train_batches=None):
-        if unroll_steps and train_batches is None:
-            raise ValueError(
-                f"unrolled TPGM needs `train_batches` with a leading axis of {unroll_steps}."
-            )
-        plans = plans_of(params)
-        radius = _prepared_radius(params, state, plans, norm)
-        loss, grads = jax.value_and_grad(outer_loss)(
-            radius, params, state.anchor, plans, heldout_batch, train_batches
-        )
-        updates, radius_adam = radius_optimizer.update(grads, state.radius_adam, radius)
-        new_state = TPGMState(
+            heldout_loss_value = jnp.mean(losses).astype(jnp.float32)
+        projected, radii = _apply(moved, state.anchor, radii, plans, norm)
+        new_updates = map_leaves(
+            lambda plan, p, u, q: ((q - p).astype(u.dtype),),
+            plans,
+            params,
+            (base_updates, projected),
+            excluded_fn=lambda plan, p, u, q: (u,),
+            method="TPGM",
+        )[0]
+        return new_updates, TPGMState(
+            count=optax.safe_int32_increment(state.count),
             anchor=state.anchor,
-            radius=optax.apply_updates(radius, updates),
-            radius_adam=radius_adam,
-            initialized=jnp.ones((), bool),
+            radius=radii.radius,
+            radius_adam=radii.radius_adam,
+            initialized=radii.initialized,
+            heldout_loss=heldout_loss_value,
+            base_state=base_state,
         )
-        return new_state, loss
 
-    def update(params, state, heldout_batches, train_batches=None):
-        leading = {np.shape(x)[0] for x in jax.tree_util.tree_leaves(heldout_batches)}
-        if leading != {max_iters}:
-            raise ValueError(
-                f"`heldout_batches` must stack max_iters={max_iters} batches on a leading "
-                f"axis; its leaves have leading sizes {sorted(leading)}."
-            )
-
-        def body(state, batches):
-            heldout_batch, train = batches
-            return update_step(params, state, heldout_batch, train)
-
-        state, losses = jax.lax.scan(body, state, (heldout_batches, train_batches))
-        projected, state = apply(params, state)
-        return projected, state, losses
-
-    return TPGM(init=init, apply=apply, update_step=update_step, update=update, max_iters=max_iters)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def tpgm_radii(state: TPGMState) -> PyTree:
-    """The radii as a tree like the params, ``None`` at excluded leaves."""
-    return jax.tree_util.tree_map(
-        lambda r: None if isinstance(r, optax.MaskedNode) else r,
-        state.radius,
-        is_leaf=lambda x: isinstance(x, optax.MaskedNode),
+def tpgm_post_hoc(
+    heldout_loss: LossFn,
+    params: PyTree,
+    heldout_batches: PyTree,
+    *,
+    anchor: PyTree,
+    mask: MaskOrFn = None,
+    row_axes: MaskOrFn = None,
+    norm: str = "mars",
+    radius_learning_rate: float = 1e-2,
+    state: TPGMState | None = None,
+    **loss_kwargs: Any,
+) -> tuple[PyTree, TPGMState, dict[str, Any]]:
+    r"""Post-hoc TPGM: learn the radii on held-out batches for fixed fine-tuned params.
+
+    The reference's ImageNet/ViT recipe: after fine-tuning, ``N`` radius-Adam steps
+    (200 in the paper), each on the next held-out batch, with the loss at
+    :math:`P(\theta; \gamma)` for the fixed fine-tuned :math:`\theta`, then
+    :math:`\theta \leftarrow P(\theta; \gamma)` once. One pure, jittable function
+    (a ``lax.scan`` over the stacked batches). For more batches than fit in
+    memory, call it on consecutive chunks, passing the returned ``state`` back
+    (and the same ``params``): the radii continue, and the last call's projected
+    params are the answer.
+
+    Args:
+      heldout_loss: ``(params, batch, **loss_kwargs) -> scalar`` (eval mode).
+      params: the fine-tuned params :math:`\theta` (not updated between chunks).
+      heldout_batches: batches stacked on a leading axis, one per Adam step.
+      anchor: the pre-trained params :math:`w_0`.
+      mask, row_axes, norm, radius_learning_rate: as in :func:`tpgm`.
+      state: the state returned by the previous chunk; ``None`` to start.
+      **loss_kwargs: extra inputs of ``heldout_loss`` (e.g. ``model_state``).
+
+    Returns:
+      ``(projected params, state, history)``; ``history["loss"]``: the held-out loss
+      of every Adam step, ``history["radius"]``: the radii after every Adam step
+      (a tree like the params, each leaf stacked over steps, ``MaskedNode`` at
+      excluded leaves), before the clip of the next use, as the reference reports.
+    """
+    check_norm(norm)
+    plans = leaf_plans(params, mask, row_axes, method="TPGM")
+    radius_optimizer = optax.adam(radius_learning_rate, **RADIUS_ADAM)
+    if state is None:
+        state = _initial_state(params, plans, anchor, radius_optimizer, optax.EmptyState())
+    leading = {np.shape(x)[0] for x in jax.tree_util.tree_leaves(heldout_batches)}
+    if len(leading) != 1:
+        raise ValueError(
+            "tpgm_post_hoc: `heldout_batches` must stack batches on one leading axis; its "
+            f"leaves have leading sizes {sorted(leading)}."
+        )
+    radii, (losses, trajectory) = _fit_radii(
+        params,
+        state.anchor,
+        _Radii(state.radius, state.radius_adam, state.initialized),
+        heldout_batches,
+        None,
+        loss_kwargs,
+        plans=plans,
+        norm=norm,
+        heldout_loss=heldout_loss,
+        radius_optimizer=radius_optimizer,
+        unroll_steps=0,
+        train_loss=None,
+        inner_learning_rate=None,
+    )
+    projected, radii = _apply(params, state.anchor, radii, plans, norm)
+    return (
+        projected,
+        state._replace(
+            radius=radii.radius,
+            radius_adam=radii.radius_adam,
+            initialized=radii.initialized,
+            heldout_loss=jnp.mean(losses).astype(jnp.float32),
+        ),
+        {"loss": losses, "radius": trajectory},
     )
 
 
-def projection_action(iteration: int, proj_freq: int) -> str:
-    """What TPGM does after the base optimizer's step at ``iteration`` of the epoch.
-
-    The reference's DomainNet schedule: ``"update"`` (projection update, then
-    apply) when ``iteration % proj_freq == 0``, ``"apply"`` otherwise, and
-    ``"none"`` when ``proj_freq == 0`` (TPGM disabled).
-    """
-    if proj_freq < 0:
-        raise ValueError(f"`proj_freq` must be >= 0 (0 disables TPGM), got {proj_freq}.")
-    if proj_freq == 0:
-        return "none"
-    return "update" if iteration % proj_freq == 0 else "apply"
-
-
-def _structure_signature(batch: PyTree):
-    leaves, treedef = jax.tree_util.tree_flatten(batch)
-    return treedef, [(np.shape(x), _dtype_of(x)) for x in leaves]
-
-
-def _dtype_of(x: Any) -> np.dtype:
-    return x.dtype if hasattr(x, "dtype") else np.result_type(x)
-
-
-def run_projection_update(
-    projection: TPGM,
-    params: PyTree,
-    state: TPGMState,
-    heldout: Iterable[PyTree],
-    *,
-    update_step: Callable[..., tuple[TPGMState, jax.Array]] | None = None,
-    apply: Callable[..., tuple[PyTree, TPGMState]] | None = None,
-    iterator: Any = None,
-) -> tuple[PyTree, TPGMState, list[float], Any]:
-    """One projection update from a held-out iterable: ``max_iters`` steps, then apply.
-
-    Pulls one batch per Adam step (the reference's ``tpgm_iters``), restarting
-    ``heldout`` when it runs out, and runs ``update_step`` (pass a jitted one to
-    avoid retracing: ``jax.jit(projection.update_step)``) on each.
+def tpgm_radii(state: Any) -> PyTree:
+    """The radii as a tree like the params, ``None`` at excluded leaves.
 
     Args:
-      projection: from :func:`tpgm`.
-      params, state: the fine-tuned params and the TPGM state.
-      heldout: a re-iterable of batches (e.g. a loader over the held-out split).
-      update_step, apply: jitted versions of ``projection.update_step`` /
-        ``projection.apply``; default the plain functions.
-      iterator: an iterator over ``heldout`` to continue from (returned by the
-        previous call), so that consecutive updates see consecutive batches.
-
-    Returns:
-      ``(projected params, state, losses, iterator)``.
-
-    Raises:
-      ValueError: if ``heldout`` yields no batch, or a batch whose structure,
-        shapes or dtypes differ from the first one.
+      state: a :class:`TPGMState`, or an optimizer state containing exactly one.
     """
-    update_step = update_step or projection.update_step
-    apply = apply or projection.apply
-    iterator = iter(heldout) if iterator is None else iterator
-    expected = None
-    losses = []
-    for index in range(projection.max_iters):
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            iterator = iter(heldout)
-            if iterator is heldout:
-                raise ValueError(
-                    "the held-out iterator yielded no batch (it is empty or exhausted) and "
-                    "cannot be restarted: pass a re-iterable (a list or a loader over the "
-                    f"held-out split); TPGM needs {projection.max_iters} batches per update."
-                ) from None
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                raise ValueError(
-                    "the held-out data yielded no batch: TPGM's projection update needs "
-                    "held-out batches (e.g. the validation split); check the split is "
-                    "not empty."
-                ) from None
-        signature = _structure_signature(batch)
-        if expected is None:
-            expected = signature
-        elif signature != expected:
-            raise ValueError(
-                f"held-out batch #{index} has structure {signature[0]} with leaves "
-                f"{signature[1]}, but the first batch had {expected[0]} with {expected[1]}."
-                " Every held-out batch must have the same structure (drop the last "
-                "partial batch)."
-            )
-        if index == 0:
-            try:
-                state, loss = update_step(params, state, batch)
-            except (TypeError, KeyError, ValueError, IndexError) as error:
-                raise ValueError(
-                    f"the held-out batch (structure {signature[0]}, leaves {signature[1]}) "
-                    f"does not fit `heldout_loss`: {type(error).__name__}: {error}"
-                ) from error
-        else:
-            state, loss = update_step(params, state, batch)
-        losses.append(float(loss))
-    params, state = apply(params, state)
-    return params, state, losses, iterator
+    found = [
+        x
+        for x in jax.tree_util.tree_leaves(state, is_leaf=lambda x: isinstance(x, TPGMState))
+        if isinstance(x, TPGMState)
+    ]
+    if len(found) != 1:
+        raise ValueError(
+            f"Expected exactly one TPGMState in the optimizer state, found {len(found)}."
+        )
+    return radii(found[0])

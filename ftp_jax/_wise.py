@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import jax
-import numpy as np
 
-from ftp_jax._anchored import flat_anchor
-from ftp_jax._plan import MaskOrFn, leaf_plans
+from ftp_jax._skeleton import MaskOrFn, check_nonnegative, flat_anchor, leaf_plans
 
 __all__ = ["wise_ft"]
 
@@ -75,15 +72,9 @@ def wise_ft(
       Farhadi, Namkoong, Schmidt, "Robust fine-tuning of zero-shot models",
       CVPR 2022, arXiv:2109.01903.
     """
-    if not isinstance(alpha, jax.core.Tracer):
-        valid = not isinstance(alpha, bool) and (
-            isinstance(alpha, numbers.Real) or (hasattr(alpha, "dtype") and np.ndim(alpha) == 0)
-        )
-        if not valid or not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(
-                f"wise_ft: `alpha` (the fine-tuned model's weight) must be a number in "
-                f"[0, 1], got {alpha!r}."
-            )
+    check_nonnegative(
+        "alpha", alpha, "wise_ft", upper=1.0, hint=" alpha is the fine-tuned model's weight."
+    )
     plans = leaf_plans(finetuned, mask, None, method="WiSE-FT")
     treedef = jax.tree_util.tree_structure(finetuned)
     leaves = []

@@ -66,6 +66,8 @@ def prepare(data_dir: str) -> None:
                 )
 
 
+BATCH_SIZE = 16  # the fake recipes' global training batch
+
 # Tiny versions of the recipes' models (same structure, random weights).
 TINY_MODELS = {
     "torchvision_resnet50": dict(layers=(1, 1, 1, 1), width=4),
@@ -84,7 +86,7 @@ def fake_recipe(config: RecipeConfig, **finetune_overrides) -> RecipeConfig:
         config.finetune,
         **{
             "epochs": 1,
-            "batch_size": 16,
+            "batch_size": BATCH_SIZE,
             "eval_batch_size": 16,
             "checkpoint_every": 0,
             "method": dataclasses.replace(

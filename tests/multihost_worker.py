@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
 
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
     os.environ["JAX_PLATFORMS"] = "cpu"
+    global jax
     import jax
 
     jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -59,8 +60,10 @@ def main(argv: list[str] | None = None) -> None:
         def __call__(self, x):
             return self.head(nnx.relu(self.norm(self.body(x.reshape(x.shape[0], -1)))))
 
+    reads = _record_training_reads()
     for run in args.runs:
         name, method, shard = run.split(":")
+        reads.clear()
         config = dataclasses.replace(
             fake_tfds.fake_recipe(domainnet(method, model="torchvision_resnet50")),
             shard_params=shard == "1",
@@ -77,6 +80,39 @@ def main(argv: list[str] | None = None) -> None:
             progress=False,
         )
         print("SUMMARY " + json.dumps({"run": name, **summary}), flush=True)
+        print("READS " + json.dumps({"run": name, **reads}), flush=True)
+
+
+def _record_training_reads() -> dict:
+    """Records what this host reads for training and what the train step receives.
+
+    ``examples``: per epoch, a digest of every training example this host read (the
+    transformed image: the same example gives the same bytes on every host, a pure
+    function of seed, epoch and index); ``global_rows``: the row count of every
+    global batch passed to the train step.
+    """
+    import hashlib
+
+    from ftp_jax.train import inputs, loop
+
+    reads: dict = {}
+    batches, place = inputs.SourceTrainData.batches, loop._Placement.batch
+
+    def recording_batches(self, seed, epoch, start):
+        for batch in batches(self, seed, epoch, start):
+            digests = reads.setdefault("examples", {}).setdefault(str(epoch), [])
+            digests += [hashlib.sha1(image.tobytes()).hexdigest() for image in batch["image"]]
+            yield batch
+
+    def recording_place(self, batch, *, host_rows=False):
+        placed = place(self, batch, host_rows=host_rows)
+        if host_rows or jax.process_count() == 1:
+            reads.setdefault("global_rows", []).append(int(placed["label"].shape[0]))
+        return placed
+
+    inputs.SourceTrainData.batches = recording_batches
+    loop._Placement.batch = recording_place
+    return reads
 
 
 if __name__ == "__main__":

@@ -267,6 +267,42 @@ class CompositionTest(parameterized.TestCase):
             atol=1e-7,
         )
 
+    def test_inject_hyperparams_around_shortcut_with_path_rules(self):
+        """The README's pattern: rule objects as `mask`/`row_axes`, the learning rate changed
+        between jitted steps, one compilation. Regression: optax took the rules for
+        schedules and called them with the step count ("matched no parameter")."""
+        params, gradient = _toy_problem()
+        row_axes = ftp_jax.path_rules(
+            [(r"dense/kernel", (0,)), (r".*", ftp_jax.flax_row_axes)], name="row_axes"
+        )
+        tx = optax.inject_hyperparams(ftp_jax.ftp_adamw)(
+            learning_rate=1e-2, mask=HEAD_MASK, row_axes=row_axes
+        )
+        schedule = lambda count: jnp.where(count < 3, 1e-2, 3e-3)  # noqa: E731
+        reference = ftp_jax.ftp_adamw(schedule, mask=HEAD_MASK, row_axes=row_axes)
+        compiles = []
+
+        @jax.jit
+        def step(theta, state, t):
+            compiles.append(t)
+            updates, state = tx.update(gradient(theta, t), state, theta)
+            return optax.apply_updates(theta, updates), state
+
+        theta, state = params, tx.init(params)
+        for t in range(6):
+            if t == 3:  # dtype-stable: an array of the hyper-parameter's own dtype
+                rate = state.hyperparams["learning_rate"]
+                state.hyperparams["learning_rate"] = jnp.asarray(3e-3, rate.dtype)
+            theta, state = step(theta, state, jnp.asarray(t))
+        self.assertLen(compiles, 1)
+        expected, _ = golden.run_trajectory(reference, params, gradient, 6)
+        chex.assert_trees_all_close(
+            theta, jax.tree_util.tree_map(lambda x: x[-1], expected), rtol=1e-5, atol=1e-6
+        )
+        radii = ftp_jax.ftp_radii(state)
+        self.assertIsNone(radii["head"]["kernel"])
+        self.assertEqual(radii["dense"]["kernel"].shape, ())
+
     def test_inside_chain_after_clipping(self):
         params, gradient = _toy_problem()
         max_norm = 0.5
@@ -476,6 +512,72 @@ class MemoryOptionTest(parameterized.TestCase):
                 ftp_jax.ftp(optax.sgd(1e-2), **{name: jnp.int8})
             with self.assertRaisesRegex(ValueError, rf"`{name}` must be a floating-point"):
                 ftp_jax.ftp(optax.sgd(1e-2), **{name: "not a dtype"})
+
+
+def _embedding_run(dtype, steps=50):
+    """FTP-SGD on an embedding whose rows 6.. never appear in the batch (they never move).
+
+    Params start at the same float16-representable values in every dtype; the loss is
+    taken in float32. Returns (params, radii) after ``steps`` jitted steps.
+    """
+    keys = jax.random.split(jax.random.key(0), 3)
+    params = {
+        "embed": {"embedding": jax.random.normal(keys[0], (32, 8))},
+        "dense": {"kernel": jax.random.normal(keys[1], (8, 4)) * 0.3, "bias": jnp.zeros(4)},
+    }
+    params = jax.tree_util.tree_map(lambda x: x.astype(jnp.float16).astype(dtype), params)
+    ids, target = jnp.arange(8) % 6, jax.random.normal(keys[2], (8, 4))
+
+    def loss(p):
+        out = p["embed"]["embedding"][ids] @ p["dense"]["kernel"] + p["dense"]["bias"][None]
+        return jnp.mean(jnp.square(out.astype(jnp.float32) - target))
+
+    tx = ftp_jax.ftp_sgd(0.05, momentum=0.9)
+
+    def step(carry, _):
+        theta, state = carry
+        updates, state = tx.update(jax.grad(loss)(theta), state, theta)
+        return (optax.apply_updates(theta, updates), state), None
+
+    run = jax.jit(lambda carry: jax.lax.scan(step, carry, None, length=steps)[0])
+    theta, state = run((params, tx.init(params)))
+    return theta, ftp_jax.ftp_radii(state)
+
+
+class LowPrecisionTest(parameterized.TestCase):
+    """Regression: float16 params used to turn a leaf NaN when a row did not move (the
+    norms' 1e-8 underflowed to 0, the inverse norm was inf, the radius gradient 0 * inf)."""
+
+    @parameterized.parameters((jnp.float16, 4 * 2.0**-10), (jnp.bfloat16, 4 * 2.0**-7))
+    def test_finite_and_close_to_float32(self, dtype, tolerance):
+        theta, radii = _embedding_run(dtype)
+        reference_theta, reference_radii = _embedding_run(jnp.float32)
+        chex.assert_trees_all_equal_dtypes(
+            theta, jax.tree_util.tree_map(lambda _: jnp.zeros((), dtype), theta)
+        )
+        for leaf in jax.tree_util.tree_leaves((theta, radii)):
+            self.assertTrue(bool(jnp.all(jnp.isfinite(leaf))))
+        for radius in jax.tree_util.tree_leaves(radii):
+            self.assertEqual(radius.dtype, jnp.float32)
+        # The unseen rows never moved (the projection keeps a zero displacement at zero).
+        initial = jnp.asarray(_embedding_run(dtype, steps=0)[0]["embed"]["embedding"])
+        np.testing.assert_array_equal(theta["embed"]["embedding"][6:], initial[6:])
+        # Within a few units of float16/bfloat16 rounding of the float32 run.
+        for path, got, want in zip(
+            ftp_jax.leaf_paths(theta),
+            jax.tree_util.tree_leaves(theta),
+            jax.tree_util.tree_leaves(reference_theta),
+            strict=True,
+        ):
+            want = np.asarray(want)
+            np.testing.assert_allclose(
+                np.asarray(got, np.float32),
+                want,
+                rtol=0,
+                atol=tolerance * np.max(np.abs(want)),
+                err_msg=path,
+            )
+        chex.assert_trees_all_close(radii, reference_radii, rtol=tolerance)
 
 
 class InPlaceUpdateTest(parameterized.TestCase):

@@ -180,7 +180,6 @@ class ModelTest(parameterized.TestCase):
             params=params,
             model_state=model_state,
             opt_state=tx.init(params),
-            projection=optax.EmptyState(),
             rng=jax.random.key_data(jax.random.key(0)),
             skipped_steps=jnp.int32(0),
         )

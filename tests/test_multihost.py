@@ -54,12 +54,18 @@ def _worker(process_id, num_processes, devices, port, data_dir, out_dir):
     )
 
 
-def _summaries(process) -> dict:
+def _summaries(process) -> tuple[dict, dict]:
+    """The worker's run summaries and its training reads (``multihost_worker``), by run."""
     output, _ = process.communicate(timeout=600)
     if process.returncode != 0:
         raise AssertionError(f"worker failed ({process.returncode}):\n{output[-4000:]}")
-    lines = [line[len("SUMMARY ") :] for line in output.splitlines() if line.startswith("SUMMARY ")]
-    return {record.pop("run"): record for record in map(json.loads, lines)}
+    found = {"SUMMARY": {}, "READS": {}}
+    for line in output.splitlines():
+        tag, _, payload = line.partition(" ")
+        if tag in found:
+            record = json.loads(payload)
+            found[tag][record.pop("run")] = record
+    return found["SUMMARY"], found["READS"]
 
 
 def _epochs(workdir: Path) -> list[dict]:
@@ -74,17 +80,23 @@ def runs():
         port = _free_port()
         hosts = [_worker(i, 2, 1, port, root / "data", root / "multi") for i in range(2)]
         single = _worker(0, 1, 2, 0, root / "data", root / "single")
-        yield (
+        host_results, (single_summary, single_reads) = (
             [_summaries(p) for p in hosts],
             _summaries(single),
+        )
+        yield (
+            [summary for summary, _ in host_results],
+            single_summary,
             root,
+            [reads for _, reads in host_results],
+            single_reads,
         )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
 def test_two_hosts_equal_one_host_with_their_devices(runs):
-    hosts, single, _ = runs
+    hosts, single, *_ = runs
     assert set(single) == {"ftp", "tpgm"}
     for name in single:
         assert single[name]["devices"] == 2
@@ -103,7 +115,7 @@ def test_two_hosts_equal_one_host_with_their_devices(runs):
 
 
 def test_two_hosts_write_one_set_of_files_equal_to_one_host(runs):
-    _, _, root = runs
+    _, _, root, *_ = runs
     for name in ("ftp", "tpgm"):
         multi, single = _epochs(root / "multi" / name), _epochs(root / "single" / name)
         assert [r["event"] for r in multi] == ["epoch", "result"]  # one writer
@@ -122,6 +134,25 @@ def test_two_hosts_write_one_set_of_files_equal_to_one_host(runs):
                     )
         assert (root / "multi" / name / "recipe_result.json").exists()
         assert (root / "multi" / name / "checkpoints").is_dir()
+
+
+def test_each_host_trains_on_its_own_half_of_every_batch(runs):
+    """Regression: every host used to read, decode and train on the whole global batch."""
+    *_, host_reads, single_reads = runs
+    for name in ("ftp", "tpgm"):
+        single = single_reads[name]
+        assert set(single["global_rows"]) == {fake_tfds.BATCH_SIZE}
+        epochs = single["examples"]
+        assert epochs and all(len(set(e)) == len(e) for e in epochs.values())
+        for epoch, everything in epochs.items():
+            per_host = [set(reads[name]["examples"][epoch]) for reads in host_reads]
+            assert [len(reads[name]["examples"][epoch]) for reads in host_reads] == [
+                len(everything) // 2
+            ] * 2
+            assert per_host[0].isdisjoint(per_host[1])
+            assert per_host[0] | per_host[1] == set(everything)
+        for reads in host_reads:
+            assert reads[name]["global_rows"] == single["global_rows"]
 
 
 class _Initialized(Exception):

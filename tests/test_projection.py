@@ -1,12 +1,13 @@
 """Tests for ftp_jax._projection: row norms and the projection ratio, by hand."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl.testing import parameterized
 
 import ftp_jax
-from ftp_jax._projection import row_sums
+from ftp_jax._projection import compute_dtype, hard_clip_unit, radial_projection, row_sums
 
 X = jnp.array([[1.0, -2.0, 3.0], [-4.0, 0.0, 0.5]])
 
@@ -41,3 +42,64 @@ class ProjectionRatioTest(parameterized.TestCase):
 
 if __name__ == "__main__":
     pytest.main([__file__])
+
+
+class HardClipGradientTest(parameterized.TestCase):
+    """The ratio's derivative is the reference's ``Hardtanh(0, 1)``: 1 inside, 0 at the ends.
+
+    Regression: ``jax.grad(jnp.clip)`` passes 0.5 at exactly 0 and 1, which made
+    float32 TPGM drift from the reference once a radius reached its upper bound.
+    """
+
+    @parameterized.parameters(
+        (-0.5, 0.0, 0.0), (0.0, 0.0, 0.0), (0.25, 0.25, 1.0), (1.0, 1.0, 0.0), (3.0, 1.0, 0.0)
+    )
+    def test_value_and_derivative(self, ratio, value, derivative):
+        grad = jax.jit(jax.value_and_grad(hard_clip_unit))
+        got_value, got_derivative = grad(jnp.float32(ratio))
+        self.assertEqual(float(got_value), value)
+        self.assertEqual(float(got_derivative), derivative)
+
+    def test_projection_ratio_at_a_radius_equal_to_the_norm(self):
+        # max / (max + 1e-8) rounds to exactly 1.0 in float32: no gradient may pass.
+        norm = jnp.float32(0.7)
+        derivative = jax.grad(lambda r: ftp_jax.projection_ratio(r, 1.0 / (norm + 1e-8)))(norm)
+        self.assertEqual(float(derivative), 0.0)
+
+    def test_same_values_as_clip(self):
+        ratios = jnp.array([-1.0, 0.0, 1e-9, 0.5, 1.0 - 1e-7, 1.0, 2.0, jnp.inf, jnp.nan])
+        np.testing.assert_array_equal(hard_clip_unit(ratios), jnp.clip(ratios, 0.0, 1.0))
+
+
+class ComputeDtypeTest(parameterized.TestCase):
+    @parameterized.parameters(
+        (jnp.float16, jnp.float32), (jnp.bfloat16, jnp.float32), (jnp.float32, jnp.float32)
+    )
+    def test_at_least_float32(self, dtype, expected):
+        self.assertEqual(compute_dtype(jnp.dtype(dtype)), jnp.dtype(expected))
+
+
+class RadialProjectionTest(parameterized.TestCase):
+    def test_rows_outside_onto_the_sphere_inside_kept(self):
+        displacement = jnp.array([[3.0, -1.0], [0.5, 0.25]])  # rows: L1 4 and 0.75
+        projected, ratio = radial_projection(displacement, jnp.float32(2.0), (0,))
+        np.testing.assert_allclose(ratio[:, 0], [0.5, 1.0])
+        np.testing.assert_allclose(projected, [[1.5, -0.5], [0.5, 0.25]])
+
+    def test_epsilon_and_precomputed_inverse_norm(self):
+        displacement = jnp.array([[4.0, 0.0]])
+        with_eps, _ = radial_projection(displacement, 1.0, (0,), norm_eps=1.0)
+        np.testing.assert_allclose(with_eps, [[0.8, 0.0]])  # 1 / (4 + 1)
+        given, _ = radial_projection(displacement, 1.0, (0,), inverse_norm=jnp.array([[0.5]]))
+        np.testing.assert_allclose(given, [[2.0, 0.0]])
+
+    def test_zero_row_and_zero_radius(self):
+        projected, ratio = radial_projection(jnp.zeros((2, 3)), 0.0, (0,))
+        self.assertTrue(bool(jnp.all(jnp.isfinite(ratio))))
+        np.testing.assert_array_equal(projected, jnp.zeros((2, 3)))
+
+    def test_float16_computes_in_float32(self):
+        displacement = jnp.zeros((2, 3), jnp.float16)
+        projected, ratio = radial_projection(displacement, 1e-8, (0,), norm_eps=1e-8)
+        self.assertEqual(ratio.dtype, jnp.float32)
+        self.assertTrue(bool(jnp.all(jnp.isfinite(projected))))

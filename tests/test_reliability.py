@@ -30,7 +30,6 @@ def _state(tx):
         params=params,
         model_state=model_state,
         opt_state=tx.init(params),
-        projection=optax.EmptyState(),
         rng=jax.random.key_data(jax.random.PRNGKey(0)),
         skipped_steps=jnp.zeros([], jnp.int32),
     )

@@ -191,7 +191,6 @@ class ResumeTest(_TempdirTest):
             params=params,
             model_state=model_state,
             opt_state=optax.sgd(0.1).init(params),
-            projection=optax.EmptyState(),
             rng=jax.random.key_data(jax.random.PRNGKey(0)),
             skipped_steps=jax.numpy.zeros([], jax.numpy.int32),
         )

@@ -17,6 +17,10 @@ the model's grid (``pos_embed_resize``; the report's ``resized`` says so).
 - :func:`torch_key_map`: ``{Flax path: PyTorch key}`` of a model.
 """
 
+from ftp_jax._extras import require_extra
+
+require_extra("train", "ftp_jax.convert")
+
 from ftp_jax.convert._load import (
     KINDS,
     CheckpointError,

@@ -12,6 +12,10 @@ Importing this package registers the builders ``mnist5k``, ``uci_digits``,
 ``mnist5k_corrupted`` and ``uci_digits_corrupted`` with TFDS.
 """
 
+from ftp_jax._extras import require_extra
+
+require_extra("train", "ftp_jax.data")
+
 from ftp_jax.data._builders import CORRUPTED_DATASETS, DATASETS, prepare_datasets
 from ftp_jax.data._corruptions import CORRUPTIONS
 from ftp_jax.data._loader import (

@@ -97,7 +97,8 @@ def default_config() -> ExperimentConfig:
         MethodRun("linear probe (SGD)", MethodConfig(name="linear_probe", **sgd)),
         MethodRun("FTP (SGD)", MethodConfig(name="ftp", **sgd)),
         MethodRun(
-            "TPGM (SGD)", MethodConfig(name="tpgm", proj_freq=1, max_iters=1, proj_lr=1e-2, **sgd)
+            "TPGM (SGD)",
+            MethodConfig(name="tpgm", proj_freq=1, max_iters=1, radius_learning_rate=1e-2, **sgd),
         ),
         MethodRun("L2-SP (SGD)", MethodConfig(name="l2sp", l2sp_alpha=1.0, l2sp_beta=0.01, **sgd)),
         MethodRun("MARS-PGM (SGD)", MethodConfig(name="mars_pgm", pgm_radius=0.5, **sgd)),

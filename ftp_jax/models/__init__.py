@@ -9,6 +9,10 @@ PyTorch checkpoints with :mod:`ftp_jax.convert`):
 - :data:`clip_row_axes`: FTP's row axes for the CLIP models (the reference's rows).
 """
 
+from ftp_jax._extras import require_extra
+
+require_extra("train", "ftp_jax.models")
+
 from ftp_jax.models.clip_resnet import AttentionPool2d, CLIPResNet, clip_resnet50
 from ftp_jax.models.resnet import ResNet, resnet50
 from ftp_jax.models.row_rules import ROW_AXES, clip_row_axes

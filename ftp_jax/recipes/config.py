@@ -102,7 +102,9 @@ def domainnet(method: str, *, model: str = "clip_resnet50", percent: int = 100) 
         "ftp_adamw": MethodConfig(
             name="ftp", optimizer="adamw", learning_rate=1e-4, weight_decay=0.1
         ),
-        "tpgm": MethodConfig(name="tpgm", proj_freq=1, max_iters=1, proj_lr=1e-2, **sgd),
+        "tpgm": MethodConfig(
+            name="tpgm", proj_freq=1, max_iters=1, radius_learning_rate=1e-2, **sgd
+        ),
     }
     if method not in methods:
         raise ValueError(f"unknown method {method!r}; expected one of {sorted(methods)}.")
@@ -153,7 +155,7 @@ def imagenet_vit_posthoc() -> RecipeConfig:
                 norm="l2",
                 proj_freq=0,
                 post_hoc_iters=200,
-                proj_lr=1e-2,
+                radius_learning_rate=1e-2,
                 exclude_head=False,
             ),
         ),

@@ -1,5 +1,9 @@
 """The Flax training loop: pure jitted steps, methods, checkpoints, and ``fit``."""
 
+from ftp_jax._extras import require_extra
+
+require_extra("train", "ftp_jax.train")
+
 from ftp_jax.train.checkpoint import Checkpointer, CheckpointMismatchError
 from ftp_jax.train.config import MethodConfig, TrainConfig, apply_overrides
 from ftp_jax.train.loop import EvalSet, FitResult, fit

@@ -8,9 +8,10 @@ import numbers
 import re
 from typing import Any
 
+from ftp_jax.train.methods import METHODS
+
 __all__ = ["MethodConfig", "TrainConfig", "apply_overrides", "METHODS", "BASE_OPTIMIZERS"]
 
-METHODS = ("vanilla", "linear_probe", "ftp", "tpgm", "l2sp", "mars_pgm", "spd", "lp_ft")
 BASE_OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "cosine_per_epoch")
 
@@ -37,7 +38,8 @@ class MethodConfig:
       norm: ``mars`` or ``l2`` (FTP and TPGM).
       proj_freq: TPGM projection update every ``proj_freq`` steps (apply-only on
         the others); 0 = post-hoc only.
-      proj_lr, max_iters: TPGM's radius Adam learning rate and steps per update.
+      radius_learning_rate, max_iters: TPGM's radius Adam learning rate (the
+        reference's ``proj_lr``) and steps per update.
       post_hoc_iters: TPGM post-hoc update at the end (0 = none).
       l2sp_alpha: L2-SP's pull toward the pre-trained weights (alpha).
       l2sp_beta: L2-SP's plain L2 on the new head (beta).
@@ -61,7 +63,7 @@ class MethodConfig:
     ftp_k: float = 1.0
     norm: str = "mars"
     proj_freq: int = 1
-    proj_lr: float = 1e-2
+    radius_learning_rate: float = 1e-2
     max_iters: int = 1
     post_hoc_iters: int = 0
     l2sp_alpha: float = 1.0

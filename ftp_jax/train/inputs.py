@@ -159,6 +159,13 @@ class SourceTrainData:
             import jax
 
             shard = (jax.process_index(), jax.process_count())
+        index, count = shard
+        if not (0 <= index < count) or batch_size % count:
+            raise ValueError(
+                f"`shard` {shard} must be (process_index, process_count) with batch_size "
+                f"{batch_size} divisible by the {count} processes; each host reads "
+                f"batch_size / {count} rows of every global batch."
+            )
         self.shard = shard
 
     def batches(self, seed: int, epoch: int, start: int) -> Iterator[Batch]:
@@ -173,6 +180,7 @@ class SourceTrainData:
             drop_remainder=True,
             start_batch=start,
             transform=self.transform,
+            shard=self.shard if self.shard[1] > 1 else None,
         )
 
 

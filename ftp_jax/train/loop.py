@@ -1,7 +1,8 @@
 """``fit``: fine-tune a model with any method, select the best epoch, resume exactly.
 
 The loop is host-side Python around jitted pure steps (``steps.py``): epochs of
-training batches, TPGM's projection schedule, evaluation on the ID validation
+training batches (with held-out batches for the methods that ask for them, see
+:class:`ftp_jax.train.methods.Method`), evaluation on the ID validation
 split after every epoch, best-epoch selection on it (as the reference does), and
 the test/OOD numbers of the selected epoch at the end. Metrics go to
 ``<workdir>/metrics.jsonl``; checkpoints to ``<workdir>/checkpoints``; the final
@@ -23,7 +24,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 import ftp_jax
@@ -204,13 +204,12 @@ def _distances(params: PyTree, anchor: PyTree) -> dict[str, float]:
     return _per_leaf(_leaf_distances(params, anchor))
 
 
-def _radii(method_name: str, state: TrainState) -> dict[str, float]:
-    if method_name == "ftp":
-        return _per_leaf(ftp_jax.ftp_radii(state.opt_state))
-    if method_name == "tpgm" and not isinstance(state.projection, optax.EmptyState):
-        if bool(state.projection.initialized):
-            return _per_leaf(ftp_jax.tpgm_radii(state.projection))
-    return {}
+def _radii(opt_state: Any) -> dict[str, float]:
+    """The learned radii of whatever method carries them (none: an empty dict)."""
+    radii = ftp_jax.radii(opt_state)
+    if radii is None:
+        return {}
+    return _per_leaf(jax.tree_util.tree_map(lambda r: r, radii, is_leaf=lambda x: x is None))
 
 
 class _Placement:
@@ -286,10 +285,7 @@ class _Placement:
         if jax.process_count() == 1:
             return jax.device_put(batch, self._split)
         if host_rows:
-            return {
-                key: jax.make_array_from_process_local_data(self._split, value)
-                for key, value in batch.items()
-            }
+            return {key: _from_host_rows(value, self._split) for key, value in batch.items()}
         return {key: _global_array(value, self._split) for key, value in batch.items()}
 
     @property
@@ -297,15 +293,34 @@ class _Placement:
         """Devices along the "data" axis (1 without a mesh)."""
         return 1 if self.mesh is None else self.mesh.shape["data"]
 
-    def heldout_batch(self, batch: dict[str, np.ndarray], *, host_rows: bool = False) -> dict:
-        """A held-out (TPGM) batch: split over the devices if its size allows, else replicated."""
+    def heldout_batches(self, batches: list[tuple[dict[str, np.ndarray], bool]]) -> dict:
+        """Held-out batches ``(batch, host_rows)`` stacked on a new leading axis and placed:
+        each batch split over the devices if its size allows, else replicated."""
+        stacked = {key: np.stack([b[key] for b, _ in batches]) for key in ("image", "label")}
         if self.mesh is None:
-            return batch
-        if host_rows:
-            return self.batch(batch, host_rows=True)
-        if len(batch["label"]) % self.devices:
-            return {key: _global_array(value, self._replicated) for key, value in batch.items()}
-        return self.batch(batch)
+            return stacked
+        host_rows = batches[0][1]
+        if host_rows and jax.process_count() > 1:
+            split = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(None, "data"))
+            return {key: _from_host_rows(value, split, axis=1) for key, value in stacked.items()}
+        if stacked["label"].shape[1] % self.devices:
+            sharding = self._replicated
+        else:
+            sharding = jax.sharding.NamedSharding(
+                self.mesh, jax.sharding.PartitionSpec(None, "data")
+            )
+        return {key: _global_array(value, sharding) for key, value in stacked.items()}
+
+
+def _from_host_rows(value: np.ndarray, sharding, axis: int = 0) -> jax.Array:
+    """The global batch of which every host holds ``len(value)`` rows (its own, in host order).
+
+    The global shape is stated, not inferred: a host holding another number of rows
+    (e.g. the whole global batch) is an error, not a batch ``process_count`` times larger.
+    """
+    shape = list(np.shape(value))
+    shape[axis] *= jax.process_count()
+    return jax.make_array_from_process_local_data(sharding, value, tuple(shape))
 
 
 def _global_array(value: np.ndarray, sharding) -> jax.Array:
@@ -427,13 +442,12 @@ def fit(
     steps_per_epoch = train.steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
 
-    def heldout_loss(params, batch):
-        model = nnx.merge(graphdef, params, batch["model_state"])
+    def heldout_loss(params, batch, *, model_state, **unused):
+        model = nnx.merge(graphdef, params, model_state)
         model.eval()
         return cross_entropy(model(batch["image"]), batch["label"])
 
     method = build_method(config, params, steps_per_epoch, heldout_loss, row_axes=row_axes)
-    tpgm = method.projection or method.post_hoc
 
     @jax.jit
     def initial_state(params, model_state):
@@ -443,7 +457,6 @@ def fit(
             params=_copy_tree(params),
             model_state=_copy_tree(model_state),
             opt_state=method.tx.init(params),
-            projection=tpgm.init(params) if tpgm else optax.EmptyState(),
             rng=jax.random.key_data(jax.random.PRNGKey(config.seed)),
             skipped_steps=jnp.zeros([], jnp.int32),
         )
@@ -486,9 +499,6 @@ def fit(
 
     train_step = jax.jit(make_train_step(graphdef, method.tx), donate_argnums=0)
     eval_step = jax.jit(make_eval_step(graphdef))
-    if method.projection is not None:
-        update_step = jax.jit(method.projection.update_step)
-        apply_projection = jax.jit(method.projection.apply)
     # A training source sharded by host yields this host's rows of each batch.
     shard = getattr(train, "shard", None)
     host_rows = shard is not None and shard[1] > 1
@@ -512,20 +522,19 @@ def fit(
             started = time.perf_counter()
             for batch in train.batches(seed, epoch, progress["batch"]):
                 iteration = progress["batch"]
-                state, step_metrics = train_step(state, placement.batch(batch, host_rows=host_rows))
-                if method.projection is not None:
-                    action = ftp_jax.projection_action(iteration, method.proj_freq)
-                    state = _project(
-                        state,
-                        action,
-                        method.projection,
-                        update_step,
-                        apply_projection,
-                        heldout,
-                        config,
-                        progress,
-                        placement,
+                placed = placement.batch(batch, host_rows=host_rows)
+                if placed["label"].shape[0] != config.batch_size:
+                    raise ValueError(
+                        f"the global training batch has {placed['label'].shape[0]} rows, not "
+                        f"batch_size={config.batch_size}: on {jax.process_count()} hosts each "
+                        "must yield only its own rows (SourceTrainData's `shard`)."
                     )
+                heldout_batches = None
+                if method.heldout_every and iteration % method.heldout_every == 0:
+                    heldout_batches = _next_heldout(
+                        heldout, method.heldout_iters, config.batch_size, progress, placement
+                    )
+                state, step_metrics = train_step(state, placed, heldout_batches)
                 step_metrics = jax.device_get(step_metrics)
                 sums["loss"] += float(step_metrics["loss"])
                 sums["correct"] += int(step_metrics["correct"])
@@ -577,19 +586,9 @@ def fit(
         return None  # type: ignore[return-value]
 
     best_params, best_model_state = extra["best_params"], extra["best_model_state"]
-    if method.post_hoc is not None:
-        projection_state = state.projection
-        best_params, projection_state, _, _ = ftp_jax.run_projection_update(
-            method.post_hoc,
-            best_params,
-            projection_state,
-            _with_state(
-                _heldout_batches(heldout, config.batch_size, 0, placement),
-                best_model_state,
-                placement,
-            ),
-            update_step=jax.jit(method.post_hoc.update_step),
-            apply=jax.jit(method.post_hoc.apply),
+    if method.post_hoc_iters:
+        best_params = _post_hoc(
+            method, best_params, best_model_state, anchor, heldout, config, placement
         )
     result = FitResult(
         best_epoch=progress["best_epoch"],
@@ -640,32 +639,27 @@ def _non_default(config: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     }
 
 
-def _with_state(batches, model_state, placement):
-    """Held-out batches on the mesh, with the model's batch statistics for the eval forward."""
-    for batch, host_rows in batches:
-        yield {**placement.heldout_batch(batch, host_rows=host_rows), "model_state": model_state}
+def _next_heldout(heldout, iters, batch_size, progress, placement):
+    """The next ``iters`` held-out batches (cycling over the set), stacked and placed."""
+    source = _heldout_batches(heldout, batch_size, progress["heldout_consumed"], placement)
+    batches = [next(source) for _ in range(iters)]
+    progress["heldout_consumed"] += iters
+    return placement.heldout_batches(batches)
 
 
-def _project(state, action, projection, update_step, apply, heldout, config, progress, placement):
-    """TPGM after a training step: a projection update (then apply), or apply only."""
-    if action == "update":
-        source = _with_state(
-            _heldout_batches(heldout, config.batch_size, progress["heldout_consumed"], placement),
-            state.model_state,
-            placement,
+def _post_hoc(method, params, model_state, anchor, heldout, config, placement):
+    """The method's post-hoc step (TPGM's) on the selected params, one held-out batch at a
+    time (one compile; the radii carried from batch to batch)."""
+    post_hoc = jax.jit(
+        lambda params, batches, state: method.post_hoc(
+            params, batches, anchor=anchor, state=state, model_state=model_state
         )
-        params, projection_state, _, _ = ftp_jax.run_projection_update(
-            projection,
-            state.params,
-            state.projection,
-            source,
-            update_step=update_step,
-            apply=apply,
-        )
-        progress["heldout_consumed"] += projection.max_iters
-    else:
-        params, projection_state = apply(state.params, state.projection)
-    return state._replace(params=params, projection=projection_state)
+    )
+    source = _heldout_batches(heldout, config.batch_size, 0, placement)
+    projected, state = params, None
+    for _ in range(method.post_hoc_iters):
+        projected, state, _ = post_hoc(params, placement.heldout_batches([next(source)]), state)
+    return projected
 
 
 def _end_of_epoch(
@@ -684,7 +678,7 @@ def _end_of_epoch(
         "val_loss": val["loss"],
         "val_accuracy": val["accuracy"],
         "skipped_steps": int(state.skipped_steps),
-        "radius": _radii(config.method.name, state),
+        "radius": _radii(state.opt_state),
         "distance": _distances(state.params, anchor),
     }
 

@@ -5,7 +5,7 @@ values and the rest of its state (batch statistics, RNG state), all as pure
 dicts; the steps merge them back, run the model, and split again. They are
 jittable functions of arrays only:
 
-``train_step(state, batch) -> (state, metrics)`` and
+``train_step(state, batch, heldout=None) -> (state, metrics)`` and
 ``eval_step(params, model_state, batch, classes=None) -> metrics``.
 """
 
@@ -30,8 +30,7 @@ class TrainState(NamedTuple):
     step: chex.Array  # int32 []: optimizer steps taken.
     params: PyTree  # the model's nnx.Param values, as a pure dict.
     model_state: PyTree  # the model's other variables (batch statistics, RNG state).
-    opt_state: optax.OptState  # the optimizer's state (FTP's anchor and radii included).
-    projection: PyTree  # TPGMState for TPGM, optax.EmptyState() otherwise.
+    opt_state: optax.OptState  # the optimizer's state (FTP's/TPGM's anchor and radii included).
     rng: chex.Array  # uint32 [2]: raw key; the data order of epoch e uses fold_in(rng, e).
     skipped_steps: chex.Array  # int32 []: steps skipped for a non-finite loss or gradient.
 
@@ -62,9 +61,14 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation):
     ``skipped_steps`` and ``step`` (the batch is consumed): the params, the
     optimizer state (FTP's anchor, radii and moments) and the batch statistics
     stay as they were.
+
+    ``heldout`` (optional): held-out batches stacked on a leading axis, passed to
+    the optimizer as ``tx.update(..., heldout_batches=heldout, model_state=...)``
+    with the batch statistics after this step's forward pass (TPGM's projection
+    update, inside the same compiled step).
     """
 
-    def train_step(state: TrainState, batch: dict[str, jax.Array]):
+    def train_step(state: TrainState, batch: dict[str, jax.Array], heldout: PyTree | None = None):
         def loss_fn(params):
             logits, model_state = _forward(
                 graphdef, params, state.model_state, batch["image"], train=True
@@ -74,7 +78,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation):
         (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params
         )
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        extra = {} if heldout is None else {"heldout_batches": heldout, "model_state": model_state}
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
         params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(loss) & jnp.all(
             jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)])

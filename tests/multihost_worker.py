@@ -93,10 +93,10 @@ def _record_training_reads() -> dict:
     """
     import hashlib
 
-    from ftp_jax.train import inputs, loop
+    from ftp_jax.train import inputs, placement
 
     reads: dict = {}
-    batches, place = inputs.SourceTrainData.batches, loop._Placement.batch
+    batches, place = inputs.SourceTrainData.batches, placement.Placement.batch
 
     def recording_batches(self, seed, epoch, start):
         for batch in batches(self, seed, epoch, start):
@@ -111,7 +111,7 @@ def _record_training_reads() -> dict:
         return placed
 
     inputs.SourceTrainData.batches = recording_batches
-    loop._Placement.batch = recording_place
+    placement.Placement.batch = recording_place
     return reads
 
 

@@ -14,7 +14,8 @@ from ftp_jax import data
 from ftp_jax.recipes import RecipeConfig, imagenet_vit_posthoc
 from ftp_jax.train import make_eval_step
 from ftp_jax.train.inputs import EvalSet, SourceEvalSet
-from ftp_jax.train.loop import _Placement, evaluate
+from ftp_jax.train.evaluation import evaluate
+from ftp_jax.train.placement import Placement as _Placement
 from ftp_jax.train.steps import split_model
 
 # The first ten and last five entries of `indices_in_1k` in the ImageNet-A and

@@ -205,7 +205,8 @@ def test_each_host_reads_its_rows_once(monkeypatch, length):
     import jax
 
     from ftp_jax.train.inputs import EvalSet
-    from ftp_jax.train.loop import _heldout_batches, _padded_batches
+    from ftp_jax.train.evaluation import _padded_batches
+    from ftp_jax.train.evaluation import heldout_batches as _heldout_batches
 
     images = np.arange(length, dtype=np.float32).reshape(length, 1, 1, 1)
     evalset = EvalSet("s", images, np.arange(length, dtype=np.int32) % 7)

@@ -179,7 +179,7 @@ class DeterminismTest(parameterized.TestCase):
             self.skipTest("needs 8 devices")
         import optax
 
-        from ftp_jax.train.loop import _Placement
+        from ftp_jax.train.placement import Placement as _Placement
 
         placement = _Placement(jax.make_mesh((8,), ("data",)), 16, 64, shard_params=True)
         _, state = _state(ftp_jax.ftp(optax.adamw(1e-2), mask=HEAD))
@@ -198,7 +198,7 @@ class DeterminismTest(parameterized.TestCase):
     def test_placement_splits_batches_and_replicates_state(self):
         if jax.device_count() < 8:
             self.skipTest("needs 8 devices")
-        from ftp_jax.train.loop import _Placement
+        from ftp_jax.train.placement import Placement as _Placement
 
         placement = _Placement(jax.make_mesh((8,), ("data",)), 16, 64)
         batch = placement.batch({"image": np.zeros((16, 2, 2, 2)), "label": np.zeros(16)})

@@ -15,7 +15,7 @@ from ftp_jax import data
 from ftp_jax.recipes.config import RecipeConfig
 from ftp_jax.train import fit
 from ftp_jax.train.inputs import SourceEvalSet, SourceTrainData
-from ftp_jax.train.loop import is_primary_host
+from ftp_jax.train.placement import is_primary_host
 
 __all__ = ["build_model", "run_recipe"]
 

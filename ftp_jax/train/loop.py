@@ -26,9 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-import ftp_jax
 from ftp_jax.train.checkpoint import Checkpointer, fingerprint
 from ftp_jax.train.config import TrainConfig
+from ftp_jax.train.evaluation import distances, evaluate, heldout_batches, next_heldout, radii
 from ftp_jax.train.inputs import (
     ArrayTrainData,
     EvalData,
@@ -38,6 +38,7 @@ from ftp_jax.train.inputs import (
     TrainData,
 )
 from ftp_jax.train.methods import build_method
+from ftp_jax.train.placement import Placement, is_primary_host
 from ftp_jax.train.steps import (
     TrainState,
     cross_entropy,
@@ -77,260 +78,10 @@ class FitResult:
         return dataclasses.asdict(self)
 
 
-def _padded(batch: dict[str, np.ndarray], size: int, real: int) -> dict[str, np.ndarray]:
-    """``batch`` padded with zeros to ``size`` rows; ``mask`` marks its first ``real`` rows."""
-    images, labels = batch["image"], batch["label"]
-    mask = np.zeros(size, bool)
-    mask[:real] = True
-    if len(labels) < size:
-        pad = size - len(labels)
-        images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-        labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
-    return {"image": images, "label": labels, "mask": mask}
-
-
-def _reads_host_rows(evalset: EvalData, placement) -> bool:
-    """Whether this host reads only its rows of every batch of ``evalset`` (several hosts)."""
-    return (
-        placement is not None
-        and placement.mesh is not None
-        and jax.process_count() > 1
-        and hasattr(evalset, "read")
-    )
-
-
-def _host_rows(first: int, size: int, length: int) -> np.ndarray:
-    """This host's rows of the global batch of ``size`` rows starting at row ``first``."""
-    local = size // jax.process_count()
-    start = first + jax.process_index() * local
-    return np.arange(start, min(start + local, length))
-
-
-def _padded_batches(evalset: EvalData, batch_size: int, placement=None):
-    """The set's batches padded to one shape (one compile), with a mask: ``(batch, host_rows)``.
-
-    On several hosts, a set that can ``read`` given rows yields only this host's
-    rows of every global batch (each host decodes its share of the set); else
-    every host yields whole batches.
-    """
-    if not _reads_host_rows(evalset, placement):
-        for batch in evalset.batches(batch_size):
-            yield _padded(batch, batch_size, len(batch["label"])), False
-        return
-    local = batch_size // jax.process_count()
-    for first in range(0, len(evalset), batch_size):
-        rows = _host_rows(first, batch_size, len(evalset))
-        # A host with no rows in the last batch reads row 0, masked, for the shapes.
-        batch = evalset.read(rows if len(rows) else np.zeros(1, np.int64))
-        yield _padded(batch, local, len(rows)), True
-
-
-def evaluate(
-    eval_step, params, model_state, evalset: EvalData, batch_size: int, placement=None
-) -> dict:
-    """Loss and accuracy of the model on ``evalset`` (padded batches, one compile).
-
-    If the set has a ``class_subset``, predictions are restricted to those
-    classes and every label must be one of them (checked on the host).
-    """
-    classes = getattr(evalset, "class_subset", None)
-    totals = {"loss_sum": 0.0, "correct": 0, "count": 0}
-    for batch, host_rows in _padded_batches(evalset, batch_size, placement):
-        if classes is not None:
-            labels = batch["label"][batch["mask"]]
-            outside = labels[~np.isin(labels, classes)]
-            if len(outside):
-                raise ValueError(
-                    f"eval set {evalset.name!r} has label {int(outside[0])} outside its class "
-                    f"subset of {len(classes)} classes; the subset must contain every label "
-                    "of the set (is it the right subset for this dataset?)."
-                )
-        if placement is not None:
-            batch = placement.batch(batch, host_rows=host_rows)
-        sums = jax.device_get(eval_step(params, model_state, batch, classes))
-        for key in totals:
-            totals[key] += sums[key].item()
-    return {
-        "loss": totals["loss_sum"] / totals["count"],
-        "accuracy": totals["correct"] / totals["count"],
-        "count": totals["count"],
-    }
-
-
-def _heldout_batches(evalset: EvalData, batch_size: int, start: int, placement=None):
-    """Full held-out batches in a fixed order, cycled forever, from batch ``start``.
-
-    Batches have ``min(batch_size, len(evalset))`` examples; a last partial one
-    is dropped. Yields ``(batch, host_rows)``: on several hosts, when the batch
-    splits over the devices and the set can ``read`` given rows, only this
-    host's rows of each batch.
-    """
-    size = min(batch_size, len(evalset))
-    count = len(evalset) // size
-    position = start % count
-    host_rows = _reads_host_rows(evalset, placement) and size % placement.devices == 0
-    while True:
-        if host_rows:
-            for index in range(position, count):
-                yield evalset.read(_host_rows(index * size, size, len(evalset))), True
-        else:
-            for batch in evalset.batches(size, start=position):
-                if len(batch["label"]) < size:
-                    break
-                yield {"image": batch["image"], "label": batch["label"]}, False
-        position = 0
-
-
-def _per_leaf(tree: PyTree) -> dict[str, float]:
-    flat = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]
-    return {ftp_jax.leaf_path(path): float(value) for path, value in flat}
-
-
 @jax.jit
 def _copy_tree(tree: PyTree) -> PyTree:
     """New buffers holding ``tree``'s values (one compiled copy for the whole tree)."""
     return jax.tree_util.tree_map(jnp.copy, tree)
-
-
-@jax.jit
-def _leaf_distances(params: PyTree, anchor: PyTree) -> PyTree:
-    # One jitted computation, not one per leaf and op: on several hosts every
-    # eager op is a compiled multi-host computation of its own.
-    return jax.tree_util.tree_map(lambda p, a: jnp.sqrt(jnp.sum(jnp.square(p - a))), params, anchor)
-
-
-def _distances(params: PyTree, anchor: PyTree) -> dict[str, float]:
-    """L2 distance of every leaf from its pre-trained value."""
-    return _per_leaf(_leaf_distances(params, anchor))
-
-
-def _radii(opt_state: Any) -> dict[str, float]:
-    """The learned radii of whatever method carries them (none: an empty dict)."""
-    radii = ftp_jax.radii(opt_state)
-    if radii is None:
-        return {}
-    return _per_leaf(jax.tree_util.tree_map(lambda r: r, radii, is_leaf=lambda x: x is None))
-
-
-class _Placement:
-    """Where arrays go: one device, or batches split over a mesh's "data" axis."""
-
-    def __init__(
-        self,
-        mesh: jax.sharding.Mesh | None,
-        batch_size: int,
-        eval_batch_size: int,
-        shard_params: bool = False,
-    ):
-        self.mesh, self.shard_params = mesh, shard_params
-        if mesh is None:
-            return
-        # The steps rely on XLA's sharding propagation (GSPMD): use Auto axes even
-        # if the mesh was made with Explicit ones (jax.make_mesh's default).
-        self.mesh = mesh = jax.sharding.Mesh(
-            mesh.devices,
-            mesh.axis_names,
-            axis_types=(jax.sharding.AxisType.Auto,) * len(mesh.axis_names),
-        )
-        if "data" not in mesh.axis_names:
-            raise ValueError(f"`mesh` needs a 'data' axis, it has {mesh.axis_names}.")
-        devices = mesh.shape["data"]
-        for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if size % devices:
-                raise ValueError(
-                    f"{name}={size} does not split over the {devices} devices of the mesh's "
-                    f"'data' axis; use a multiple of {devices}."
-                )
-        P = jax.sharding.PartitionSpec
-        self._replicated = jax.sharding.NamedSharding(mesh, P())
-        self._split = jax.sharding.NamedSharding(mesh, P("data"))
-
-    def sharding_of(self, x: Any) -> jax.sharding.NamedSharding:
-        """Replicated; or, with ``shard_params``, split along the largest axis that divides."""
-        if not self.shard_params or np.ndim(x) == 0:
-            return self._replicated
-        devices = self.mesh.shape["data"]
-        shape = np.shape(x)
-        candidates = [a for a in range(len(shape)) if shape[a] % devices == 0]
-        if not candidates:
-            return self._replicated
-        axis = max(candidates, key=lambda a: shape[a])
-        spec = [None] * len(shape)
-        spec[axis] = "data"
-        return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(*spec))
-
-    def replicate(self, tree: PyTree) -> PyTree:
-        """Places a state tree: replicated, or sharded like the params (``shard_params``).
-
-        On one device every array is committed to it, so that a state mixing
-        restored and fresh arrays compiles the step once, not twice.
-        """
-        if self.mesh is None:
-            return jax.device_put(tree, jax.devices()[0])
-        placed = jax.tree_util.tree_map(lambda x: jax.device_put(x, self.sharding_of(x)), tree)
-        if isinstance(placed, TrainState):  # the RNG key's data: one key, never split
-            placed = placed._replace(rng=jax.device_put(tree.rng, self._replicated))
-        return placed
-
-    def batch(self, batch: dict[str, np.ndarray], *, host_rows: bool = False) -> dict:
-        """Splits a batch over the "data" axis.
-
-        On several hosts, ``host_rows=True`` means ``batch`` holds only this host's
-        rows of the global batch (a training source sharded by host, see
-        :class:`SourceTrainData`); otherwise every host holds the whole global
-        batch (evaluation, held-out data) and places the rows of its own devices.
-        """
-        if self.mesh is None:
-            return batch
-        if jax.process_count() == 1:
-            return jax.device_put(batch, self._split)
-        if host_rows:
-            return {key: _from_host_rows(value, self._split) for key, value in batch.items()}
-        return {key: _global_array(value, self._split) for key, value in batch.items()}
-
-    @property
-    def devices(self) -> int:
-        """Devices along the "data" axis (1 without a mesh)."""
-        return 1 if self.mesh is None else self.mesh.shape["data"]
-
-    def heldout_batches(self, batches: list[tuple[dict[str, np.ndarray], bool]]) -> dict:
-        """Held-out batches ``(batch, host_rows)`` stacked on a new leading axis and placed:
-        each batch split over the devices if its size allows, else replicated."""
-        stacked = {key: np.stack([b[key] for b, _ in batches]) for key in ("image", "label")}
-        if self.mesh is None:
-            return stacked
-        host_rows = batches[0][1]
-        if host_rows and jax.process_count() > 1:
-            split = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(None, "data"))
-            return {key: _from_host_rows(value, split, axis=1) for key, value in stacked.items()}
-        if stacked["label"].shape[1] % self.devices:
-            sharding = self._replicated
-        else:
-            sharding = jax.sharding.NamedSharding(
-                self.mesh, jax.sharding.PartitionSpec(None, "data")
-            )
-        return {key: _global_array(value, sharding) for key, value in stacked.items()}
-
-
-def _from_host_rows(value: np.ndarray, sharding, axis: int = 0) -> jax.Array:
-    """The global batch of which every host holds ``len(value)`` rows (its own, in host order).
-
-    The global shape is stated, not inferred: a host holding another number of rows
-    (e.g. the whole global batch) is an error, not a batch ``process_count`` times larger.
-    """
-    shape = list(np.shape(value))
-    shape[axis] *= jax.process_count()
-    return jax.make_array_from_process_local_data(sharding, value, tuple(shape))
-
-
-def _global_array(value: np.ndarray, sharding) -> jax.Array:
-    """A host array held whole by every host, placed with ``sharding`` (one host or several)."""
-    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
-
-
-def is_primary_host() -> bool:
-    """Whether this process writes the run's files (process 0; the only one on one host)."""
-    return jax.process_index() == 0
 
 
 class _Metrics:
@@ -434,7 +185,7 @@ def fit(
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    placement = _Placement(mesh, config.batch_size, config.eval_batch_size, shard_params)
+    placement = Placement(mesh, config.batch_size, config.eval_batch_size, shard_params)
     graphdef, params, model_state = split_model(model)
     # Copies: the jitted step donates the state's buffers, these must survive it.
     anchor = _copy_tree(params)
@@ -531,7 +282,7 @@ def fit(
                     )
                 heldout_batches = None
                 if method.heldout_every and iteration % method.heldout_every == 0:
-                    heldout_batches = _next_heldout(
+                    heldout_batches = next_heldout(
                         heldout, method.heldout_iters, config.batch_size, progress, placement
                     )
                 state, step_metrics = train_step(state, placed, heldout_batches)
@@ -639,14 +390,6 @@ def _non_default(config: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     }
 
 
-def _next_heldout(heldout, iters, batch_size, progress, placement):
-    """The next ``iters`` held-out batches (cycling over the set), stacked and placed."""
-    source = _heldout_batches(heldout, batch_size, progress["heldout_consumed"], placement)
-    batches = [next(source) for _ in range(iters)]
-    progress["heldout_consumed"] += iters
-    return placement.heldout_batches(batches)
-
-
 def _post_hoc(method, params, model_state, anchor, heldout, config, placement):
     """The method's post-hoc step (TPGM's) on the selected params, one held-out batch at a
     time (one compile; the radii carried from batch to batch)."""
@@ -655,7 +398,7 @@ def _post_hoc(method, params, model_state, anchor, heldout, config, placement):
             params, batches, anchor=anchor, state=state, model_state=model_state
         )
     )
-    source = _heldout_batches(heldout, config.batch_size, 0, placement)
+    source = heldout_batches(heldout, config.batch_size, 0, placement)
     projected, state = params, None
     for _ in range(method.post_hoc_iters):
         projected, state, _ = post_hoc(params, placement.heldout_batches([next(source)]), state)
@@ -678,8 +421,8 @@ def _end_of_epoch(
         "val_loss": val["loss"],
         "val_accuracy": val["accuracy"],
         "skipped_steps": int(state.skipped_steps),
-        "radius": _radii(state.opt_state),
-        "distance": _distances(state.params, anchor),
+        "radius": radii(state.opt_state),
+        "distance": distances(state.params, anchor),
     }
 
 

@@ -253,6 +253,9 @@ def fit(
     # A training source sharded by host yields this host's rows of each batch.
     shard = getattr(train, "shard", None)
     host_rows = shard is not None and shard[1] > 1
+    # The host counts steps (the step increments once per call, skipped or not): no
+    # int(state.step) or device_get on the critical path, so the host reads and places
+    # the next batches while the device runs the step (JAX dispatches asynchronously).
     step = int(state.step)
     bar = _progress_bar(
         config.progress and is_primary_host(), total_steps, step, config.method.name
@@ -270,6 +273,7 @@ def fit(
                 )
             )
             sums = progress["epoch_sums"]
+            pending = []  # this epoch's step metrics, still on the device
             started = time.perf_counter()
             for batch in train.batches(seed, epoch, progress["batch"]):
                 iteration = progress["batch"]
@@ -286,30 +290,24 @@ def fit(
                         heldout, method.heldout_iters, config.batch_size, progress, placement
                     )
                 state, step_metrics = train_step(state, placed, heldout_batches)
-                step_metrics = jax.device_get(step_metrics)
-                sums["loss"] += float(step_metrics["loss"])
-                sums["correct"] += int(step_metrics["correct"])
-                sums["count"] += int(step_metrics["count"])
+                pending.append(step_metrics)
                 progress["batch"] += 1
-                step = int(state.step)
-                if bar is not None:
-                    elapsed = max(time.perf_counter() - started, 1e-9)
-                    bar.update(1)
-                    bar.set_postfix(
-                        epoch=epoch + 1,
-                        loss=f"{sums['loss'] / progress['batch']:.3f}",
-                        acc=f"{sums['correct'] / max(sums['count'], 1):.3f}",
-                        ex_per_s=f"{sums['count'] / elapsed:.0f}",
-                        refresh=False,
-                    )
+                step += 1
                 epoch_done = progress["batch"] == steps_per_epoch  # its end saves anyway
-                if config.checkpoint_every and step % config.checkpoint_every == 0:
-                    if not epoch_done:
-                        save()
-                if interrupt.requested or (stop_after_steps and step >= stop_after_steps):
+                checkpoint = bool(config.checkpoint_every) and step % config.checkpoint_every == 0
+                stop = interrupt.requested or bool(stop_after_steps and step >= stop_after_steps)
+                if bar is not None:
+                    bar.update(1)
+                    if progress["batch"] % _BAR_REFRESH_STEPS == 0 or epoch_done:
+                        _add_metrics(sums, pending)  # one host sync per refresh
+                        _show(bar, sums, progress, epoch, time.perf_counter() - started)
+                if (checkpoint and not epoch_done) or stop:
+                    _add_metrics(sums, pending)
                     save()
+                if stop:
                     stopped = True
                     break
+            _add_metrics(sums, pending)
             if stopped:
                 break
             record = _end_of_epoch(
@@ -424,6 +422,28 @@ def _end_of_epoch(
         "radius": radii(state.opt_state),
         "distance": distances(state.params, anchor),
     }
+
+
+_BAR_REFRESH_STEPS = 10  # the progress bar's loss and accuracy: fetched every 10 steps
+
+
+def _add_metrics(sums: dict[str, Any], pending: list[dict[str, jax.Array]]) -> None:
+    """Adds the pending steps' metrics (one device fetch), in step order, then clears them."""
+    for metrics in jax.device_get(pending):
+        sums["loss"] += float(metrics["loss"])
+        sums["correct"] += int(metrics["correct"])
+        sums["count"] += int(metrics["count"])
+    pending.clear()
+
+
+def _show(bar, sums: dict[str, Any], progress: dict[str, Any], epoch: int, elapsed: float):
+    bar.set_postfix(
+        epoch=epoch + 1,
+        loss=f"{sums['loss'] / max(progress['batch'], 1):.3f}",
+        acc=f"{sums['correct'] / max(sums['count'], 1):.3f}",
+        ex_per_s=f"{sums['count'] / max(elapsed, 1e-9):.0f}",
+        refresh=False,
+    )
 
 
 def _progress_bar(enabled: bool, total: int, initial: int, name: str):

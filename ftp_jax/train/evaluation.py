@@ -128,9 +128,9 @@ def heldout_batches(evalset: EvalData, batch_size: int, start: int, placement=No
 
 def next_heldout(heldout, iters, batch_size, progress, placement):
     """The next ``iters`` held-out batches (cycling over the set), stacked and placed."""
-    source = heldout_batches(heldout, batch_size, progress["heldout_consumed"], placement)
+    source = heldout_batches(heldout, batch_size, progress.heldout_consumed, placement)
     batches = [next(source) for _ in range(iters)]
-    progress["heldout_consumed"] += iters
+    progress.heldout_consumed += iters
     return placement.heldout_batches(batches)
 
 

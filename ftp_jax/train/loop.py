@@ -183,186 +183,229 @@ def fit(
     Raises:
       CheckpointMismatchError: the work directory holds another run's checkpoint.
     """
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    placement = Placement(mesh, config.batch_size, config.eval_batch_size, shard_params)
-    graphdef, params, model_state = split_model(model)
-    # Copies: the jitted step donates the state's buffers, these must survive it.
-    anchor = _copy_tree(params)
-    heldout = heldout or validation
-    steps_per_epoch = train.steps_per_epoch
-    total_steps = config.epochs * steps_per_epoch
-
-    def heldout_loss(params, batch, *, model_state, **unused):
-        model = nnx.merge(graphdef, params, model_state)
-        model.eval()
-        return cross_entropy(model(batch["image"]), batch["label"])
-
-    method = build_method(config, params, steps_per_epoch, heldout_loss, row_axes=row_axes)
-
-    @jax.jit
-    def initial_state(params, model_state):
-        # One compiled computation: eagerly, every leaf's init ops compile on their own.
-        return TrainState(
-            step=jnp.zeros([], jnp.int32),
-            params=_copy_tree(params),
-            model_state=_copy_tree(model_state),
-            opt_state=method.tx.init(params),
-            rng=jax.random.key_data(jax.random.PRNGKey(config.seed)),
-            skipped_steps=jnp.zeros([], jnp.int32),
-        )
-
-    state = initial_state(params, model_state)
-    extra = {"best_params": _copy_tree(params), "best_model_state": _copy_tree(model_state)}
-    settings = _run_settings(config)
-    run_id = fingerprint((state, extra), config=settings)
-    result_path = workdir / "result.json"
-    if result_path.exists():
-        stored = json.loads(result_path.read_text())
-        if stored.get("fingerprint") == run_id:
-            stored.pop("fingerprint")
-            return FitResult(**stored)
-
-    checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
-    progress = {
-        "epoch": 0,  # the epoch in progress (0-based)
-        "batch": 0,  # batches of it done
-        "heldout_consumed": 0,
-        "best_accuracy": -1.0,
-        "best_epoch": 0,
-        "epoch_sums": {"loss": 0.0, "correct": 0, "count": 0},
-        "history": [],
-    }
-    state, extra = placement.replicate(state), placement.replicate(extra)
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        state, extra, meta = checkpointer.restore(latest, state, extra, run_id)
-        progress = meta["progress"]
-    metrics = _Metrics(workdir / "metrics.jsonl", latest)
-
-    def save() -> None:
-        meta = {
-            "fingerprint": run_id,
-            "description": dataclasses.asdict(config.method),
-            "progress": progress,
-        }
-        checkpointer.save(int(state.step), state, extra, meta)
-
-    train_step = jax.jit(make_train_step(graphdef, method.tx), donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(graphdef))
-    # A training source sharded by host yields this host's rows of each batch.
-    shard = getattr(train, "shard", None)
-    host_rows = shard is not None and shard[1] > 1
-    # The host counts steps (the step increments once per call, skipped or not): no
-    # int(state.step) or device_get on the critical path, so the host reads and places
-    # the next batches while the device runs the step (JAX dispatches asynchronously).
-    step = int(state.step)
-    bar = _progress_bar(
-        config.progress and is_primary_host(), total_steps, step, config.method.name
-    )
-    stopped = False
+    run = _Run(model, config, train, validation, heldout or validation, Path(workdir))
+    run.setup(mesh, shard_params, row_axes)
+    if run.finished is not None:
+        return run.finished
+    run.start()
     with _Interrupt() as interrupt:
-        while progress["epoch"] < config.epochs and not stopped:
-            epoch = progress["epoch"]
-            seed = int(
-                jax.random.randint(
-                    jax.random.fold_in(jax.random.wrap_key_data(state.rng), epoch),
-                    (),
-                    0,
-                    np.iinfo(np.int32).max,
-                )
-            )
-            sums = progress["epoch_sums"]
-            pending = []  # this epoch's step metrics, still on the device
-            started = time.perf_counter()
-            for batch in train.batches(seed, epoch, progress["batch"]):
-                iteration = progress["batch"]
-                placed = placement.batch(batch, host_rows=host_rows)
-                if placed["label"].shape[0] != config.batch_size:
-                    raise ValueError(
-                        f"the global training batch has {placed['label'].shape[0]} rows, not "
-                        f"batch_size={config.batch_size}: on {jax.process_count()} hosts each "
-                        "must yield only its own rows (SourceTrainData's `shard`)."
-                    )
-                heldout_batches = None
-                if method.heldout_every and iteration % method.heldout_every == 0:
-                    heldout_batches = next_heldout(
-                        heldout, method.heldout_iters, config.batch_size, progress, placement
-                    )
-                state, step_metrics = train_step(state, placed, heldout_batches)
-                pending.append(step_metrics)
-                progress["batch"] += 1
-                step += 1
-                epoch_done = progress["batch"] == steps_per_epoch  # its end saves anyway
-                checkpoint = bool(config.checkpoint_every) and step % config.checkpoint_every == 0
-                stop = interrupt.requested or bool(stop_after_steps and step >= stop_after_steps)
-                if bar is not None:
-                    bar.update(1)
-                    if progress["batch"] % _BAR_REFRESH_STEPS == 0 or epoch_done:
-                        _add_metrics(sums, pending)  # one host sync per refresh
-                        _show(bar, sums, progress, epoch, time.perf_counter() - started)
-                if (checkpoint and not epoch_done) or stop:
-                    _add_metrics(sums, pending)
-                    save()
-                if stop:
-                    stopped = True
-                    break
-            _add_metrics(sums, pending)
-            if stopped:
-                break
-            record = _end_of_epoch(
-                state, eval_step, validation, config, anchor, progress, placement
-            )
-            metrics.write(record)
-            if record["val_accuracy"] > progress["best_accuracy"]:
-                progress["best_accuracy"] = record["val_accuracy"]
-                progress["best_epoch"] = epoch + 1
-                extra = {
-                    "best_params": _copy_tree(state.params),
-                    "best_model_state": _copy_tree(state.model_state),
-                }
-            progress.update(
-                epoch=epoch + 1, batch=0, epoch_sums={"loss": 0.0, "correct": 0, "count": 0}
-            )
-            progress["history"].append(record)
-            save()
-    if bar is not None:
-        bar.close()
-    checkpointer.close()
-    if stopped:
-        if interrupt.requested:
-            raise SystemExit(143)
-        return None  # type: ignore[return-value]
+        while run.progress.epoch < config.epochs:
+            if not run.train_epoch(interrupt, stop_after_steps):
+                run.close()
+                if interrupt.requested:
+                    raise SystemExit(143)
+                return None  # type: ignore[return-value]
+            run.end_epoch()
+    run.close()
+    return run.result(tests)
 
-    best_params, best_model_state = extra["best_params"], extra["best_model_state"]
-    if method.post_hoc_iters:
-        best_params = _post_hoc(
-            method, best_params, best_model_state, anchor, heldout, config, placement
+
+@dataclasses.dataclass
+class Progress:
+    """Where a run is; saved with every checkpoint (as a dict), restored on resume."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    batch: int = 0  # batches of it done
+    heldout_consumed: int = 0  # held-out batches used so far (they cycle in a fixed order)
+    best_accuracy: float = -1.0  # validation accuracy of the best epoch so far
+    best_epoch: int = 0  # 1-based; 0 before the first epoch ends
+    epoch_sums: dict[str, float] = dataclasses.field(default_factory=lambda: _zero_sums())
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # epoch records
+
+
+def _zero_sums() -> dict[str, float]:
+    return {"loss": 0.0, "correct": 0, "count": 0}
+
+
+class _Run:
+    """One call of :func:`fit`: its jitted steps, state, checkpoints and progress."""
+
+    def __init__(self, model, config, train, validation, heldout, workdir: Path):
+        self.config, self.train, self.validation, self.heldout = config, train, validation, heldout
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.graphdef, self.params, self.model_state = split_model(model)
+        # A copy: the jitted step donates the state's buffers, the anchor must survive it.
+        self.anchor = _copy_tree(self.params)
+        self.progress = Progress()
+        self.finished: FitResult | None = None
+
+    def setup(self, mesh, shard_params: bool, row_axes: Any) -> None:
+        """Builds the method and the initial state; a finished run's stored result if any."""
+        config, graphdef = self.config, self.graphdef
+        self.placement = Placement(mesh, config.batch_size, config.eval_batch_size, shard_params)
+
+        def heldout_loss(params, batch, *, model_state, **unused):
+            model = nnx.merge(graphdef, params, model_state)
+            model.eval()
+            return cross_entropy(model(batch["image"]), batch["label"])
+
+        steps_per_epoch = self.train.steps_per_epoch
+        self.method = build_method(
+            config, self.params, steps_per_epoch, heldout_loss, row_axes=row_axes
         )
-    result = FitResult(
-        best_epoch=progress["best_epoch"],
-        validation=evaluate(
-            eval_step,
-            best_params,
-            best_model_state,
-            validation,
-            config.eval_batch_size,
-            placement,
-        ),
-        tests={
-            s.name: evaluate(
-                eval_step, best_params, best_model_state, s, config.eval_batch_size, placement
+
+        @jax.jit
+        def initial_state(params, model_state):
+            # One compiled computation: eagerly, every leaf's init ops compile on their own.
+            return TrainState(
+                step=jnp.zeros([], jnp.int32),
+                params=_copy_tree(params),
+                model_state=_copy_tree(model_state),
+                opt_state=self.method.tx.init(params),
+                rng=jax.random.key_data(jax.random.PRNGKey(config.seed)),
+                skipped_steps=jnp.zeros([], jnp.int32),
             )
-            for s in tests
-        },
-        history=progress["history"],
-        skipped_steps=int(state.skipped_steps),
-        steps=int(state.step),
-    )
-    metrics.write({"event": "result", "step": int(state.step), **result.to_json()})
-    if is_primary_host():
-        result_path.write_text(json.dumps({"fingerprint": run_id, **result.to_json()}, indent=1))
-    return result
+
+        self.state = initial_state(self.params, self.model_state)
+        self.extra = {
+            "best_params": _copy_tree(self.params),
+            "best_model_state": _copy_tree(self.model_state),
+        }
+        self.settings = _run_settings(config)
+        self.run_id = fingerprint((self.state, self.extra), config=self.settings)
+        result_path = self.workdir / "result.json"
+        if result_path.exists():
+            stored = json.loads(result_path.read_text())
+            if stored.get("fingerprint") == self.run_id:
+                stored.pop("fingerprint")
+                self.finished = FitResult(**stored)
+
+    def start(self) -> None:
+        """Places the state, resumes from the last checkpoint, compiles nothing yet."""
+        config, placement = self.config, self.placement
+        self.checkpointer = Checkpointer(
+            self.workdir / "checkpoints", max_to_keep=config.keep_checkpoints
+        )
+        self.state = placement.replicate(self.state)
+        self.extra = placement.replicate(self.extra)
+        latest = self.checkpointer.latest_step()
+        if latest is not None:
+            self.state, self.extra, meta = self.checkpointer.restore(
+                latest, self.state, self.extra, self.run_id
+            )
+            self.progress = Progress(**meta["progress"])
+        self.metrics = _Metrics(self.workdir / "metrics.jsonl", latest)
+        self.train_step = jax.jit(make_train_step(self.graphdef, self.method.tx), donate_argnums=0)
+        self.eval_step = jax.jit(make_eval_step(self.graphdef))
+        # A training source sharded by host yields this host's rows of each batch.
+        shard = getattr(self.train, "shard", None)
+        self.host_rows = shard is not None and shard[1] > 1
+        # The host counts steps (the step increments once per call, skipped or not): no
+        # int(state.step) or device_get on the critical path, so the host reads and places
+        # the next batches while the device runs the step (JAX dispatches asynchronously).
+        self.step = int(self.state.step)
+        total = config.epochs * self.train.steps_per_epoch
+        self.bar = _progress_bar(
+            config.progress and is_primary_host(), total, self.step, config.method.name
+        )
+
+    def save(self) -> None:
+        meta = {
+            "fingerprint": self.run_id,
+            "description": dataclasses.asdict(self.config.method),
+            "progress": dataclasses.asdict(self.progress),
+        }
+        self.checkpointer.save(int(self.state.step), self.state, self.extra, meta)
+
+    def train_epoch(self, interrupt, stop_after_steps: int | None) -> bool:
+        """The rest of the current epoch; False if the run stops (after a checkpoint)."""
+        config, progress, method = self.config, self.progress, self.method
+        epoch = progress.epoch
+        key = jax.random.fold_in(jax.random.wrap_key_data(self.state.rng), epoch)
+        seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
+        pending = []  # this epoch's step metrics, still on the device
+        started = time.perf_counter()
+        for batch in self.train.batches(seed, epoch, progress.batch):
+            placed = self.placement.batch(batch, host_rows=self.host_rows)
+            if placed["label"].shape[0] != config.batch_size:
+                raise ValueError(
+                    f"the global training batch has {placed['label'].shape[0]} rows, not "
+                    f"batch_size={config.batch_size}: on {jax.process_count()} hosts each "
+                    "must yield only its own rows (SourceTrainData's `shard`)."
+                )
+            heldout = None
+            if method.heldout_every and progress.batch % method.heldout_every == 0:
+                heldout = next_heldout(
+                    self.heldout, method.heldout_iters, config.batch_size, progress, self.placement
+                )
+            self.state, step_metrics = self.train_step(self.state, placed, heldout)
+            pending.append(step_metrics)
+            progress.batch += 1
+            self.step += 1
+            epoch_done = progress.batch == self.train.steps_per_epoch  # its end saves anyway
+            every = config.checkpoint_every
+            checkpoint = bool(every) and self.step % every == 0 and not epoch_done
+            stop = interrupt.requested or bool(stop_after_steps and self.step >= stop_after_steps)
+            if self.bar is not None:
+                self.bar.update(1)
+                if progress.batch % _BAR_REFRESH_STEPS == 0 or epoch_done:
+                    _add_metrics(progress.epoch_sums, pending)  # one host sync per refresh
+                    _show(self.bar, progress, epoch, time.perf_counter() - started)
+            if checkpoint or stop:
+                _add_metrics(progress.epoch_sums, pending)
+                self.save()
+            if stop:
+                return False
+        _add_metrics(progress.epoch_sums, pending)
+        return True
+
+    def end_epoch(self) -> None:
+        """Validation, best-epoch selection, the epoch's record and a checkpoint."""
+        progress, state = self.progress, self.state
+        record = _end_of_epoch(
+            state,
+            self.eval_step,
+            self.validation,
+            self.config,
+            self.anchor,
+            progress,
+            self.placement,
+        )
+        self.metrics.write(record)
+        if record["val_accuracy"] > progress.best_accuracy:
+            progress.best_accuracy = record["val_accuracy"]
+            progress.best_epoch = progress.epoch + 1
+            self.extra = {
+                "best_params": _copy_tree(state.params),
+                "best_model_state": _copy_tree(state.model_state),
+            }
+        progress.epoch, progress.batch, progress.epoch_sums = progress.epoch + 1, 0, _zero_sums()
+        progress.history.append(record)
+        self.save()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.checkpointer.close()
+
+    def result(self, tests: Sequence[EvalData]) -> FitResult:
+        """The selected epoch (after the method's post-hoc step, if any) on every set."""
+        config, placement, state = self.config, self.placement, self.state
+        params, model_state = self.extra["best_params"], self.extra["best_model_state"]
+        if self.method.post_hoc_iters:
+            params = _post_hoc(
+                self.method, params, model_state, self.anchor, self.heldout, config, placement
+            )
+
+        def scores(evalset):
+            return evaluate(
+                self.eval_step, params, model_state, evalset, config.eval_batch_size, placement
+            )
+
+        result = FitResult(
+            best_epoch=self.progress.best_epoch,
+            validation=scores(self.validation),
+            tests={s.name: scores(s) for s in tests},
+            history=self.progress.history,
+            skipped_steps=int(state.skipped_steps),
+            steps=int(state.step),
+        )
+        self.metrics.write({"event": "result", "step": int(state.step), **result.to_json()})
+        if is_primary_host():
+            path = self.workdir / "result.json"
+            path.write_text(json.dumps({"fingerprint": self.run_id, **result.to_json()}, indent=1))
+        return result
 
 
 def _run_settings(config: TrainConfig) -> dict[str, Any]:
@@ -406,15 +449,15 @@ def _post_hoc(method, params, model_state, anchor, heldout, config, placement):
 def _end_of_epoch(
     state, eval_step, validation, config, anchor, progress, placement
 ) -> dict[str, Any]:
-    sums = progress["epoch_sums"]
+    sums = progress.epoch_sums
     val = evaluate(
         eval_step, state.params, state.model_state, validation, config.eval_batch_size, placement
     )
     return {
         "event": "epoch",
-        "epoch": progress["epoch"] + 1,
+        "epoch": progress.epoch + 1,
         "step": int(state.step),
-        "train_loss": sums["loss"] / max(progress["batch"], 1),
+        "train_loss": sums["loss"] / max(progress.batch, 1),
         "train_accuracy": sums["correct"] / max(sums["count"], 1),
         "val_loss": val["loss"],
         "val_accuracy": val["accuracy"],
@@ -436,10 +479,11 @@ def _add_metrics(sums: dict[str, Any], pending: list[dict[str, jax.Array]]) -> N
     pending.clear()
 
 
-def _show(bar, sums: dict[str, Any], progress: dict[str, Any], epoch: int, elapsed: float):
+def _show(bar, progress: Progress, epoch: int, elapsed: float):
+    sums = progress.epoch_sums
     bar.set_postfix(
         epoch=epoch + 1,
-        loss=f"{sums['loss'] / max(progress['batch'], 1):.3f}",
+        loss=f"{sums['loss'] / max(progress.batch, 1):.3f}",
         acc=f"{sums['correct'] / max(sums['count'], 1):.3f}",
         ex_per_s=f"{sums['count'] / max(elapsed, 1e-9):.0f}",
         refresh=False,

@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import tarfile
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -57,9 +58,12 @@ from ftp_jax.convert._errors import CheckpointError
 from ftp_jax.convert._resize import METHODS, grid_side, resample_positions
 from ftp_jax.convert._safetensors import is_safetensors, read_safetensors
 from ftp_jax.convert._torch_pickle import (
+    NotACheckpoint,
     Opaque,
     UnsupportedCheckpoint,
+    _NeedsTorch,
     module_state_dict,
+    not_a_checkpoint,
     read_torch_file,
 )
 from ftp_jax.models.clip_resnet import AttentionPool2d, CLIPResNet
@@ -70,6 +74,7 @@ __all__ = [
     "KINDS",
     "CheckpointError",
     "LoadReport",
+    "check_checkpoint",
     "load_pretrained",
     "load_state_dict",
     "read_state_dict",
@@ -282,18 +287,86 @@ def _state_dict_of(obj: Any) -> dict[str, np.ndarray]:
     return out
 
 
+def _torch_reason(error: Exception) -> str:
+    """Why torch could not read a file, without torch's advice to load it unsafely."""
+    message = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in message:
+        return message.split(marker, 1)[1].strip().splitlines()[0].rstrip(".")
+    first = message.strip().splitlines()[0] if message.strip() else type(error).__name__
+    first = first.split("  (Could this error message be improved?")[0].strip()
+    if "weights_only" in first:
+        return "it holds objects other than tensors and containers"
+    return f"{type(error).__name__}: {first}".rstrip(".")
+
+
 def _read_with_torch(path: str) -> dict[str, np.ndarray]:
+    """``torch.load(weights_only=True)`` (``torch.jit.load`` for TorchScript): never unsafe.
+
+    Raises:
+      UnsupportedCheckpoint: torch cannot read it either; the message says why, in
+        its own words (never torch's advice to turn safe loading off).
+    """
     import torch  # noqa: PLC0415 - optional
 
     names = []
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    if any(n.endswith("/constants.pkl") for n in names):  # TorchScript
-        obj = torch.jit.load(path, map_location="cpu").state_dict()
-    else:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        if any(n.endswith("/constants.pkl") for n in names):  # TorchScript
+            obj = torch.jit.load(path, map_location="cpu").state_dict()
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds
+        raise UnsupportedCheckpoint(
+            f"{path}: cannot be read as weights (torch.load with weights_only=True: "
+            f"{_torch_reason(error)}). Only tensors and containers are read."
+        ) from None
     return _state_dict_of(obj)
+
+
+def check_checkpoint(path: str | os.PathLike) -> str:
+    """Checks, in milliseconds, that ``path`` is a weights file or folder that can be read.
+
+    For a check of every input before a long run: the file exists, can be read,
+    and starts like a PyTorch file (zip or pickle), a TorchScript archive, a
+    safetensors file or a shard index. Its tensors are not read.
+
+    Returns:
+      The file it would read (the checkpoint of a folder, or ``path``).
+
+    Raises:
+      FileNotFoundError: no such file, or a folder without a checkpoint.
+      PermissionError: the file cannot be read.
+      NotACheckpoint: the file is not a checkpoint (text, random bytes, another zip).
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = _sharded.checkpoint_in_folder(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no weights file at {path!r}")
+    try:
+        with open(path, "rb") as file:
+            start = file.read(16)
+    except OSError as error:
+        raise PermissionError(
+            f"cannot read the weights file {path!r}: {error.strerror or error}"
+        ) from None
+    if _sharded.is_index(path) or path.endswith(".safetensors") or is_safetensors(path):
+        return path
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if not any(n.endswith("data.pkl") and n.count("/") == 1 for n in names):
+            raise NotACheckpoint(
+                f"{path} is not a checkpoint: a zip file without '<archive>/data.pkl' is not a "
+                "PyTorch file. Pass the weights file itself (.pt, .pth, .bin, .safetensors)."
+            )
+        return path
+    if start[:1] == b"\x80" or tarfile.is_tarfile(path):
+        return path
+    raise not_a_checkpoint(path, start)
 
 
 def _read(path: str, engine: str) -> tuple[dict[str, np.ndarray], str, str]:
@@ -316,10 +389,13 @@ def _read_file(path: str, engine: str) -> tuple[dict[str, np.ndarray], str]:
     if path.endswith(".safetensors") or is_safetensors(path):
         return read_safetensors(path), "safetensors"
     if engine == "torch":
+        check_checkpoint(path)  # our message for a file that is no checkpoint
         return _read_with_torch(path), "torch.load"
     try:
         obj, file_format = read_torch_file(path)
-    except UnsupportedCheckpoint as error:
+    except _NeedsTorch as error:
+        # A valid PyTorch file in a form the pure-python reader lacks; never a refused
+        # or non-checkpoint file, which torch would not read safely either.
         if engine == "python":
             raise
         try:
@@ -327,10 +403,12 @@ def _read_file(path: str, engine: str) -> tuple[dict[str, np.ndarray], str]:
         except ImportError:
             raise UnsupportedCheckpoint(
                 f"{error}. The pure-python reader reads torch.save files (zip and legacy "
-                "formats), TorchScript archives and safetensors; install torch to read others."
+                "formats), TorchScript archives and safetensors; torch (`pip install torch`) "
+                "reads this form with torch.load(weights_only=True)."
             ) from None
         return _read_with_torch(path), "torch.load"
     return _state_dict_of(obj), file_format
+
 
 
 def read_state_dict(path: str | os.PathLike, *, engine: str = "auto") -> dict[str, np.ndarray]:
@@ -346,8 +424,9 @@ def read_state_dict(path: str | os.PathLike, *, engine: str = "auto") -> dict[st
         ``model.safetensors``, ``model.safetensors.index.json``,
         ``pytorch_model.bin`` or ``pytorch_model.bin.index.json`` (first found).
       engine: for PyTorch files, ``"auto"`` (the pure-python reader; torch, when
-        installed, for the files it cannot read), ``"python"`` (never torch) or
-        ``"torch"`` (``torch.load(weights_only=True)`` / ``torch.jit.load``).
+        installed, for the valid PyTorch forms it lacks, such as sparse tensors;
+        never for a refused file), ``"python"`` (never torch) or ``"torch"``
+        (``torch.load(weights_only=True)`` / ``torch.jit.load``).
         Safetensors files are always read with numpy.
 
     Returns:
@@ -357,7 +436,10 @@ def read_state_dict(path: str | os.PathLike, *, engine: str = "auto") -> dict[st
     Raises:
       FileNotFoundError: if there is no file at ``path``, or no checkpoint in the folder.
       CheckpointError: a shard index naming a missing shard file, or a bad index.
-      UnsupportedCheckpoint: if no reader can read it.
+      UnsafeCheckpoint: the file asks for anything but tensors and containers
+        (code, other objects): refused, naming what it asked for; nothing runs.
+      NotACheckpoint: the file is not a checkpoint (text, random bytes, a bare pickle).
+      UnsupportedCheckpoint: it is corrupted, or no reader can read it.
     """
     return _read(os.fspath(path), engine)[0]
 

@@ -277,4 +277,3 @@ def run(body: Callable[[], int | None], *, debug: bool, workdir: str | None = No
         else:
             _error(message)
         return code
-

@@ -410,7 +410,6 @@ def _read_file(path: str, engine: str) -> tuple[dict[str, np.ndarray], str]:
     return _state_dict_of(obj), file_format
 
 
-
 def read_state_dict(path: str | os.PathLike, *, engine: str = "auto") -> dict[str, np.ndarray]:
     """Reads a checkpoint file into ``{dotted key: numpy array}``, without torch if possible.
 

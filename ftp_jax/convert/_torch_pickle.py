@@ -84,7 +84,7 @@ class _NeedsTorch(UnsupportedCheckpoint):
 
 
 def not_a_checkpoint(path: str, start: bytes) -> NotACheckpoint:
-    """The error for a file that is neither a PyTorch file nor safetensors, showing how it starts."""
+    """The error for a file that is no PyTorch file nor safetensors, showing how it starts."""
     text = start and all(32 <= b < 127 or b in b"\t\r\n" for b in start)
     kind = "it looks like text" if text else "its first bytes"
     return NotACheckpoint(
@@ -207,7 +207,7 @@ def _encode(text, encoding="latin1"):
 
 
 def _device(*args):
-    """``torch.device(...)`` as its name (``"cuda:0"``): checkpoints record it, tensors ignore it."""
+    """``torch.device(...)`` as its name (``"cuda:0"``): recorded by checkpoints, unused here."""
     return ":".join(str(a) for a in args)
 
 
@@ -402,7 +402,8 @@ def _read_legacy(path: str) -> tuple[Any, str]:
         if magic != _LEGACY_MAGIC:
             raise NotACheckpoint(
                 f"{path} is not a checkpoint: a bare pickle (no PyTorch header), which is not "
-                "read. Save the weights with torch.save(model.state_dict(), path) or as safetensors."
+                "read. Save the weights with torch.save(model.state_dict(), path) or as "
+                "safetensors."
             )
         protocol = _RestrictedUnpickler(file, None).load()
         if protocol != _LEGACY_PROTOCOL:

@@ -73,7 +73,8 @@ def _main(args: argparse.Namespace) -> int:
 
     results = run_experiment(config, args.workdir, progress=not args.no_progress)
     report = Path(args.workdir) / "results" / "results.md"
-    print(f"\nwrote {report} ({results['seconds']:.0f} s)")
+    seconds = results.get("rerun_seconds", [results["seconds"]])[-1]
+    print(f"\nwrote {report} ({seconds:.0f} s)")
     print(report.read_text())
     return 0
 

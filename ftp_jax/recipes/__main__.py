@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     if given and not args.multihost:
         parser.error(f"--{' --'.join(given)} need --multihost.")
     if not args.print_config:
-        missing = [f"--{name}" for name in ("data_dir", "weights", "workdir") if not getattr(args, name)]
+        required = ("data_dir", "weights", "workdir")
+        missing = [f"--{name}" for name in required if not getattr(args, name)]
         if missing:
             parser.error(f"the following arguments are required: {', '.join(missing)}")
     if args.fresh and args.multihost:

@@ -197,9 +197,7 @@ class Checkpointer:
                     "dtypes differ)"
                 )
             else:
-                reason = (
-                    f"another model or method (checkpointed as {meta.get('description', '?')})"
-                )
+                reason = f"another model or method (checkpointed as {meta.get('description', '?')})"
             raise CheckpointMismatchError(
                 f"the checkpoint in {where} belongs to another run: {reason}."
             )

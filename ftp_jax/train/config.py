@@ -317,8 +317,7 @@ def _unknown_key(root: Any, full_key: str, where: str) -> KeyError:
     close = close_keys(root, full_key)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
     return KeyError(
-        f"the config has no key {full_key!r} ({where}){hint} "
-        "(--print-config lists every key)"
+        f"the config has no key {full_key!r} ({where}){hint} (--print-config lists every key)"
     )
 
 
@@ -348,7 +347,9 @@ def _replace_path(
             example = config_items(config, "")
             example = next(k for k, _ in example if k.startswith(head + "."))
             prefix = full_key[: len(full_key) - len(head)]
-            raise KeyError(f"{full_key!r} is a group; set one of its keys, e.g. {prefix}{example}=...")
+            raise KeyError(
+                f"{full_key!r} is a group; set one of its keys, e.g. {prefix}{example}=..."
+            )
         hint = _field_types(type(config)).get(head, Any)
         value = _checked_value(value, raw, hint, full_key)
         return _rebuilt(config, head, value, full_key, raw)

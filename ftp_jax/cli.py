@@ -131,14 +131,17 @@ def load_config(path: str, expected: type, *, other_clis: dict[type, str] | None
     for kind, command in (other_clis or {}).items():
         if isinstance(config, kind):
             raise UsageError(
-                f"--config {path} is a {kind.__name__}, not the {expected.__name__} this "
-                f"command runs: "
-                f"run it with `{command} --config {path}`."
+                f"--config {path} holds {_a(kind.__name__)}, not the {expected.__name__} "
+                f"this command runs: run it with `{command} --config {path}`."
             )
     raise UsageError(
-        f"--config {path}: get_config() returned a {type(config).__name__}, not the "
+        f"--config {path}: get_config() returned {_a(type(config).__name__)}, not the "
         f"{expected.__name__} this command runs."
     )
+
+
+def _a(name: str) -> str:
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def configure(config: Any, overrides: list[str], *, print_config: bool) -> Any:
@@ -229,6 +232,33 @@ def _message(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+def _swallows_exceptions(frame) -> bool:
+    """Whether ``frame`` runs inside a gc callback or ``__del__``, where Python ignores exceptions.
+
+    JAX registers a gc callback; a Ctrl-C that lands in it would be printed as
+    "Exception ignored" and lost.
+    """
+    import gc
+
+    codes = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    for _ in range(64):
+        if frame is None:
+            return False
+        if frame.f_code in codes or frame.f_code.co_name in ("__del__", "_xla_gc_callback"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _on_ctrl_c(signum, frame) -> None:
+    if _swallows_exceptions(frame):  # deliver it again in a moment, where it can stop the run
+        import threading
+
+        threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+        return
+    raise KeyboardInterrupt
+
+
 def run(body: Callable[[], int | None], *, debug: bool, workdir: str | None = None) -> int:
     """Runs a command line's ``body`` and turns its errors into short messages and exit codes.
 
@@ -240,9 +270,15 @@ def run(body: Callable[[], int | None], *, debug: bool, workdir: str | None = No
     Returns:
       The exit code (0 when ``body`` returns ``None``).
     """
+    import signal
+
     resume = "run the same command again to resume"
     if workdir:
         resume += f" (what is finished or checkpointed in {workdir} is kept)"
+    try:
+        previous = signal.signal(signal.SIGINT, _on_ctrl_c)
+    except ValueError:  # not the main thread
+        previous = None
     try:
         code = body()
         return 0 if code is None else int(code)
@@ -277,3 +313,6 @@ def run(body: Callable[[], int | None], *, debug: bool, workdir: str | None = No
         else:
             _error(message)
         return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)

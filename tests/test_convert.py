@@ -243,6 +243,10 @@ class SafeLoadingTest(parameterized.TestCase):
         self.assertIsInstance(error, convert.UnsafeCheckpoint)
         self.assertIn(f"asks for {asked}", message)
         self.assertIn(path, message)
+        # The check of inputs before a run refuses it too, in milliseconds.
+        with self.assertRaisesRegex(convert.UnsafeCheckpoint, f"asks for {asked}"):
+            convert.check_checkpoint(path)
+        self.assertFalse(os.path.exists(self.marker), "the file's code ran")
 
     @parameterized.parameters("zip", "pickle")
     def test_torch_engine_refuses_without_unsafe_advice(self, form):

@@ -56,6 +56,7 @@ from flax import nnx
 from ftp_jax.convert import _hf_clip, _sharded
 from ftp_jax.convert._errors import CheckpointError
 from ftp_jax.convert._resize import METHODS, grid_side, resample_positions
+from ftp_jax.convert._safetensors import _header as _safetensors_header
 from ftp_jax.convert._safetensors import is_safetensors, read_safetensors
 from ftp_jax.convert._torch_pickle import (
     NotACheckpoint,
@@ -65,6 +66,7 @@ from ftp_jax.convert._torch_pickle import (
     module_state_dict,
     not_a_checkpoint,
     read_torch_file,
+    scan_torch_file,
 )
 from ftp_jax.models.clip_resnet import AttentionPool2d, CLIPResNet
 from ftp_jax.models.resnet import ResNet
@@ -326,12 +328,23 @@ def _read_with_torch(path: str) -> dict[str, np.ndarray]:
     return _state_dict_of(obj)
 
 
+class _AnyKeys(dict):
+    """A shard that was checked, not read: holds every key (as ``None``) for the index's check."""
+
+    def __contains__(self, key):
+        return True
+
+    def __getitem__(self, key):
+        return None
+
+
 def check_checkpoint(path: str | os.PathLike) -> str:
     """Checks, in milliseconds, that ``path`` is a weights file or folder that can be read.
 
     For a check of every input before a long run: the file exists, can be read,
-    and starts like a PyTorch file (zip or pickle), a TorchScript archive, a
-    safetensors file or a shard index. Its tensors are not read.
+    and is a PyTorch file (zip or pickle; its pickle is read, with the same
+    refusals as :func:`read_state_dict`), a TorchScript archive, a safetensors
+    file (its header is read) or a shard index. Its tensors are not read.
 
     Returns:
       The file it would read (the checkpoint of a folder, or ``path``).
@@ -340,6 +353,8 @@ def check_checkpoint(path: str | os.PathLike) -> str:
       FileNotFoundError: no such file, or a folder without a checkpoint.
       PermissionError: the file cannot be read.
       NotACheckpoint: the file is not a checkpoint (text, random bytes, another zip).
+      UnsafeCheckpoint: its pickle asks for code or objects (refused, named).
+      UnsupportedCheckpoint: it is corrupted.
     """
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -353,18 +368,23 @@ def check_checkpoint(path: str | os.PathLike) -> str:
         raise PermissionError(
             f"cannot read the weights file {path!r}: {error.strerror or error}"
         ) from None
-    if _sharded.is_index(path) or path.endswith(".safetensors") or is_safetensors(path):
+    if _sharded.is_index(path):  # the index, and every shard it names
+        _sharded.read_index(path, lambda shard: (_AnyKeys(check_checkpoint(shard)), "checked"))
         return path
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-        if not any(n.endswith("data.pkl") and n.count("/") == 1 for n in names):
-            raise NotACheckpoint(
-                f"{path} is not a checkpoint: a zip file without '<archive>/data.pkl' is not a "
-                "PyTorch file. Pass the weights file itself (.pt, .pth, .bin, .safetensors)."
-            )
+    if path.endswith(".safetensors") or is_safetensors(path):
+        try:
+            with open(path, "rb") as file:
+                _safetensors_header(file, path)
+        except ValueError as error:
+            raise UnsupportedCheckpoint(str(error)) from None
         return path
-    if start[:1] == b"\x80" or tarfile.is_tarfile(path):
+    if tarfile.is_tarfile(path) and not zipfile.is_zipfile(path):
+        return path  # PyTorch's pre-1.0 format: torch reads it
+    if zipfile.is_zipfile(path) or start[:1] == b"\x80":
+        try:
+            scan_torch_file(path)
+        except _NeedsTorch:
+            pass  # a valid PyTorch file the pure-python reader lacks a part of
         return path
     raise not_a_checkpoint(path, start)
 

@@ -45,6 +45,7 @@ __all__ = [
     "module_state_dict",
     "not_a_checkpoint",
     "read_torch_file",
+    "scan_torch_file",
 ]
 
 _STORAGE_DTYPES = {
@@ -346,7 +347,7 @@ def _materialize(obj: Any, memo: dict[int, Any]) -> Any:
     return result
 
 
-def _read_zip(path: str) -> tuple[Any, str]:
+def _read_zip(path: str, read_data: bool = True) -> tuple[Any, str]:
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         pickles = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
@@ -369,6 +370,9 @@ def _read_zip(path: str) -> tuple[Any, str]:
                 name = f"{root}data/{key}"
                 if name not in names:
                     raise UnsupportedCheckpoint(f"{path}: missing tensor data {name!r}")
+                if not read_data:
+                    storages[key] = storage
+                    return storage
                 raw = archive.read(name)
                 stored = dtype.newbyteorder("<" if byteorder == "little" else ">")
                 if len(raw) < numel * dtype.itemsize:
@@ -385,10 +389,11 @@ def _read_zip(path: str) -> tuple[Any, str]:
         torchscript = root + "constants.pkl" in names or any(
             n.startswith(root + "code/") for n in names
         )
-    return _materialize(obj, {}), "torchscript" if torchscript else "torch-zip"
+    file_format = "torchscript" if torchscript else "torch-zip"
+    return (_materialize(obj, {}) if read_data else None), file_format
 
 
-def _read_legacy(path: str) -> tuple[Any, str]:
+def _read_legacy(path: str, read_data: bool = True) -> tuple[Any, str]:
     with open(path, "rb") as file:
         header = _RestrictedUnpickler(file, None)
         try:
@@ -418,6 +423,8 @@ def _read_legacy(path: str) -> tuple[Any, str]:
             return storages[key]
 
         obj = _RestrictedUnpickler(file, storage_for).load()
+        if not read_data:
+            return None, "torch-legacy"
         keys = _RestrictedUnpickler(file, None).load()
         for key in keys:
             storage = storages.get(str(key))
@@ -435,7 +442,23 @@ def _read_legacy(path: str) -> tuple[Any, str]:
     return _materialize(obj, {}), "torch-legacy"
 
 
-def read_torch_file(path: str | os.PathLike) -> tuple[Any, str]:
+def scan_torch_file(path: str | os.PathLike) -> str:
+    """Checks a PyTorch file as :func:`read_torch_file` would, without reading its tensors.
+
+    Unpickles the object (milliseconds: a state dict's pickle is small; the
+    tensors' bytes are skipped), so that a file that is no checkpoint, or that
+    asks for code, is refused before a long run starts.
+
+    Returns:
+      The format, as :func:`read_torch_file` gives it.
+
+    Raises:
+      What :func:`read_torch_file` raises, but for missing tensor bytes.
+    """
+    return read_torch_file(path, read_data=False)[1]
+
+
+def read_torch_file(path: str | os.PathLike, read_data: bool = True) -> tuple[Any, str]:
     """Unpickles a ``torch.save`` / ``torch.jit.save`` file with tensors as numpy arrays.
 
     Args:
@@ -460,14 +483,14 @@ def read_torch_file(path: str | os.PathLike) -> tuple[Any, str]:
     path = os.fspath(path)
     try:
         if zipfile.is_zipfile(path):
-            return _read_zip(path)
+            return _read_zip(path, read_data)
         with open(path, "rb") as file:
             start = file.read(16)
         if start[:1] != b"\x80":  # every pickle of protocol >= 2 starts with PROTO
             if tarfile.is_tarfile(path):
                 raise _NeedsTorch(f"{path}: PyTorch's pre-1.0 tar format")
             raise not_a_checkpoint(path, start)
-        return _read_legacy(path)
+        return _read_legacy(path, read_data)
     except UnsafeCheckpoint as error:
         raise UnsafeCheckpoint(f"{path}: {error}.") from None
     except UnsupportedCheckpoint:

@@ -121,7 +121,7 @@ class ResumeTest(_TempdirTest):
         self.assertEqual(step_a, step_b)
         chex.assert_trees_all_equal(state_a, state_b)
 
-    @parameterized.parameters(signal.SIGKILL, signal.SIGTERM)
+    @parameterized.parameters(signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
     def test_killed_run_resumes_identically(self, signum):
         straight = self.tmpdir()
         killed = self.tmpdir()
@@ -143,7 +143,9 @@ class ResumeTest(_TempdirTest):
         time.sleep(0.3)
         process.send_signal(signum)
         code = process.wait(timeout=120)
-        self.assertEqual(code, -signal.SIGKILL if signum == signal.SIGKILL else 143)
+        # SIGTERM: checkpoint, then exit 143; Ctrl-C: checkpoint, then KeyboardInterrupt.
+        expected_code = {signal.SIGKILL: -signal.SIGKILL, signal.SIGTERM: 143}
+        self.assertEqual(code, expected_code.get(signum, -signal.SIGINT))
         self.assertFalse(Path(killed, "result.json").exists())
         result = tiny_fit.run(killed, "ftp")
         self.assertEqual(result.to_json(), expected.to_json())
@@ -166,8 +168,23 @@ class ResumeTest(_TempdirTest):
     def test_other_method_checkpoint_is_refused(self):
         workdir = self.tmpdir()
         tiny_fit.run(workdir, "ftp", stop_after_steps=8)
-        with self.assertRaisesRegex(CheckpointMismatchError, r"belongs to another run"):
+        with self.assertRaisesRegex(
+            CheckpointMismatchError,
+            r"belongs to another run, with other settings: "
+            r"method.name: 'ftp' in the work directory, 'vanilla' now\.$",
+        ):
             tiny_fit.run(workdir, "vanilla")
+
+    def test_mismatch_names_exactly_the_settings_that_differ(self):
+        workdir = self.tmpdir()
+        tiny_fit.run(workdir, "ftp", stop_after_steps=8)
+        with self.assertRaises(CheckpointMismatchError) as caught:
+            tiny_fit.run(workdir, "ftp", epochs=4, batch_size=8, progress=True)
+        message = str(caught.exception)
+        self.assertIn("epochs: 3 in the work directory, 4 now", message)
+        self.assertIn("batch_size: 16 in the work directory, 8 now", message)
+        self.assertNotIn("progress", message)  # not part of a run's identity
+        self.assertNotIn("learning_rate", message)  # the same in both
 
     def test_corrupted_checkpoint_is_refused(self):
         workdir = self.tmpdir()
@@ -222,6 +239,40 @@ class ConfigTest(parameterized.TestCase):
     def test_unknown_method(self):
         with self.assertRaisesRegex(ValueError, r"unknown method.name 'ftpp'"):
             MethodConfig(name="ftpp")
+
+    def test_values_are_checked_against_the_field_types(self):
+        with self.assertRaisesRegex(ValueError, r"^epochs=abc: epochs expects an int, got"):
+            apply_overrides(TrainConfig(), ["epochs=abc"])
+        with self.assertRaisesRegex(ValueError, r"method.momentum expects a number"):
+            apply_overrides(TrainConfig(), ["method.momentum=[1]"])
+        with self.assertRaisesRegex(ValueError, r"^epochs=0 is refused: epochs must be >= 1"):
+            apply_overrides(TrainConfig(), ["epochs=0"])
+        config = apply_overrides(
+            TrainConfig(), ["method.name=ftp", "progress=false", "method.learning_rate=1"]
+        )
+        self.assertEqual((config.method.name, config.progress), ("ftp", False))
+        self.assertEqual(config.method.learning_rate, 1.0)
+
+    def test_unknown_keys_suggest_the_closest(self):
+        with self.assertRaisesRegex(KeyError, r"did you mean epochs\b"):
+            apply_overrides(TrainConfig(), ["epoch=3"])
+        with self.assertRaisesRegex(KeyError, r"did you mean method.learning_rate\b"):
+            apply_overrides(TrainConfig(), ["learning_rate=3"])  # the key without its group
+        with self.assertRaisesRegex(KeyError, r"'method' is a group; set one of its keys"):
+            apply_overrides(TrainConfig(), ["method=3"])
+
+    def test_tuples_of_configs_by_position_and_every_key_listed(self):
+        from ftp_jax.experiment.config import default_config
+        from ftp_jax.train.config import config_items, format_config
+
+        config = apply_overrides(default_config(), ["methods.2.method.learning_rate=0.5"])
+        self.assertEqual(config.methods[2].method.learning_rate, 0.5)
+        self.assertEqual(config.methods[1:2], default_config().methods[1:2])
+        keys = dict(config_items(config))
+        self.assertEqual(keys["methods.2.method.learning_rate"], 0.5)
+        self.assertIn("methods.2.method.learning_rate = 0.5", format_config(config).splitlines())
+        with self.assertRaisesRegex(KeyError, r"'99' is not a position 0..9"):
+            apply_overrides(config, ["methods.99.label=x"])
 
 
 if __name__ == "__main__":

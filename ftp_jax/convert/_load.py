@@ -59,7 +59,6 @@ from ftp_jax.convert._resize import METHODS, grid_side, resample_positions
 from ftp_jax.convert._safetensors import _header as _safetensors_header
 from ftp_jax.convert._safetensors import is_safetensors, read_safetensors
 from ftp_jax.convert._torch_pickle import (
-    NotACheckpoint,
     Opaque,
     UnsupportedCheckpoint,
     _NeedsTorch,

@@ -61,6 +61,15 @@ def _main(args: argparse.Namespace) -> int:
         config = default_config()
     if args.quick:
         config = quick(config)
+    for item in args.set:  # a key the experiment would silently ignore
+        key = item.partition("=")[0].strip()
+        if key.startswith("finetune.method.") and getattr(config, "methods", ()):
+            name = key.removeprefix("finetune.method.")
+            raise cli.UsageError(
+                f"--set {item}: every row of the table runs its own method, which replaces "
+                f"finetune.method; set methods.<i>.method.{name} for row i (--print-config "
+                "lists the rows)."
+            )
     config = cli.configure(config, args.set, print_config=args.print_config)
     if args.print_config:
         return 0

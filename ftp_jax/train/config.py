@@ -313,11 +313,12 @@ def close_keys(config: Any, key: str, limit: int = 3) -> list[str]:
     return found[:limit]
 
 
-def _unknown_key(root: Any, full_key: str, where: str) -> KeyError:
+def _unknown_key(root: Any, full_key: str, where: str = "") -> KeyError:
     close = close_keys(root, full_key)
-    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    hint = f"; did you mean {' or '.join(close)}?" if close else "."
+    where = f" ({where})" if where else ""
     return KeyError(
-        f"the config has no key {full_key!r} ({where}){hint} (--print-config lists every key)"
+        f"the config has no key {full_key!r}{where}{hint} (--print-config lists every key)"
     )
 
 
@@ -340,7 +341,7 @@ def _replace_path(
         return config[:index] + (element,) + config[index + 1 :]
     names = [f.name for f in dataclasses.fields(config)]
     if head not in names:
-        raise _unknown_key(root, full_key, f"{type(config).__name__} has no {head!r}")
+        raise _unknown_key(root, full_key)
     current = getattr(config, head)
     if len(parts) == 1:
         if dataclasses.is_dataclass(current) or _is_dataclass_tuple(current):

@@ -27,6 +27,7 @@ from ftp_jax.train import (
     MethodConfig,
     TrainConfig,
     apply_overrides,
+    fit,
 )
 from ftp_jax.train.steps import TrainState, split_model
 from tests import tiny_fit
@@ -121,7 +122,7 @@ class ResumeTest(_TempdirTest):
         self.assertEqual(step_a, step_b)
         chex.assert_trees_all_equal(state_a, state_b)
 
-    @parameterized.parameters(signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
+    @parameterized.parameters(signal.SIGKILL, signal.SIGTERM)
     def test_killed_run_resumes_identically(self, signum):
         straight = self.tmpdir()
         killed = self.tmpdir()
@@ -143,14 +144,44 @@ class ResumeTest(_TempdirTest):
         time.sleep(0.3)
         process.send_signal(signum)
         code = process.wait(timeout=120)
-        # SIGTERM: checkpoint, then exit 143; Ctrl-C: checkpoint, then KeyboardInterrupt.
-        expected_code = {signal.SIGKILL: -signal.SIGKILL, signal.SIGTERM: 143}
-        self.assertEqual(code, expected_code.get(signum, -signal.SIGINT))
+        self.assertEqual(code, -signal.SIGKILL if signum == signal.SIGKILL else 143)
         self.assertFalse(Path(killed, "result.json").exists())
         result = tiny_fit.run(killed, "ftp")
         self.assertEqual(result.to_json(), expected.to_json())
         chex.assert_trees_all_equal(
             _final_state(straight, "ftp")[1], _final_state(killed, "ftp")[1]
+        )
+
+    def test_ctrl_c_saves_then_stops_and_the_run_resumes_identically(self):
+        straight = self.tmpdir()
+        interrupted = self.tmpdir()
+        expected = tiny_fit.run(straight, "ftp")
+        train, validation, tests = tiny_fit.data()
+
+        class CtrlCAtBatch7(tiny_fit.ArrayTrainData):
+            def batches(self, seed, epoch, start):
+                for index, batch in enumerate(super().batches(seed, epoch, start), start):
+                    if epoch == 1 and index == 7:
+                        os.kill(os.getpid(), signal.SIGINT)  # as a Ctrl-C in the terminal
+                    yield batch
+
+        previous = signal.getsignal(signal.SIGINT)
+        with self.assertRaises(KeyboardInterrupt):
+            fit(
+                tiny_fit.TinyNet(nnx.Rngs(0)),
+                tiny_fit.config("ftp"),
+                CtrlCAtBatch7(train.images, train.labels, train.batch_size),
+                validation,
+                tests,
+                interrupted,
+            )
+        self.assertIs(signal.getsignal(signal.SIGINT), previous)  # the handler is restored
+        # The step that was running finished and was saved: epoch 2, batch 8 (12 per epoch).
+        self.assertEqual(Checkpointer(Path(interrupted, "checkpoints")).latest_step(), 12 + 8)
+        self.assertFalse(Path(interrupted, "result.json").exists())
+        self.assertEqual(tiny_fit.run(interrupted, "ftp").to_json(), expected.to_json())
+        chex.assert_trees_all_equal(
+            _final_state(straight, "ftp")[1], _final_state(interrupted, "ftp")[1]
         )
 
     def test_half_written_checkpoint_is_ignored(self):

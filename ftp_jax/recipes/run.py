@@ -105,7 +105,7 @@ def check_inputs(
     The datasets are prepared in ``data_dir`` (each split exists); the weights
     file exists, is readable and looks like a checkpoint; the work directory
     holds no checkpoints of another recipe (its ``recipe.json`` is compared with
-    ``config``). Uses neither JAX devices nor orbax, so it can run before
+    ``config``). Touches no JAX device, so it can run before
     ``jax.distributed.initialize()``.
 
     Raises:
@@ -132,7 +132,10 @@ def check_inputs(
     if record.exists() and checkpoints.is_dir() and any(checkpoints.iterdir()):
         from ftp_jax.train.checkpoint import CheckpointMismatchError, differences
 
-        changed = differences(json.loads(record.read_text()), _identity(config), missing="unset")
+        stored, current = json.loads(record.read_text()), _identity(config)
+        # Keys only one side has (a config field added or removed since) are not compared.
+        common = stored.keys() & current.keys()
+        changed = differences({k: stored[k] for k in common}, {k: current[k] for k in common})
         if changed:
             raise CheckpointMismatchError(
                 f"the work directory {str(workdir)!r} holds a run of another recipe: "

@@ -218,7 +218,8 @@ def _exit_code(error: BaseException) -> int:
         return EXIT_USAGE
     if "CheckpointMismatchError" in names:
         return EXIT_WORKDIR
-    if isinstance(error, (InputError, FileNotFoundError, PermissionError)) or names & {
+    # OSError: a missing, unreadable or damaged file; ImportError: a missing optional package.
+    if isinstance(error, (InputError, OSError, ImportError)) or names & {
         "UnsupportedCheckpoint",  # ftp_jax.convert: a weights file no reader can read
         "CheckpointError",  # ftp_jax.convert: weights that do not fit the model
     }:
@@ -298,7 +299,9 @@ def run(body: Callable[[], int | None], *, debug: bool, workdir: str | None = No
             raise
         code = _exit_code(error)
         message = _message(error)
-        if code == EXIT_ERROR:
+        if code == EXIT_ERROR and isinstance(error, ValueError):  # a value the code refused
+            _error(message, "Rerun with --debug for the traceback.")
+        elif code == EXIT_ERROR:
             _error(
                 f"{type(error).__name__}: {message}",
                 "This looks like a bug: rerun with --debug for the traceback, and report it.",

@@ -104,7 +104,12 @@ def _main(args: argparse.Namespace, cluster: dict) -> int:
     if args.fresh:
         cli.start_fresh(args.workdir)
     # Every input before JAX's distributed start-up, the model and the weights.
-    check_inputs(config, data_dir=args.data_dir, workdir=args.workdir, weights=args.weights)
+    try:
+        check_inputs(config, data_dir=args.data_dir, workdir=args.workdir, weights=args.weights)
+    except ValueError as error:
+        if type(error) is not ValueError:  # a refused checkpoint, another run: their own codes
+            raise
+        raise cli.InputError(str(error)) from error  # an unknown or empty split
     if args.multihost:
         import jax
 

@@ -149,6 +149,10 @@ def newcomer(sandbox, other_recipe_workdir):
             RECIPES,
             ["--config", recipe_config, *recipe_args(sandbox)[2:]],
         ),
+        "recipe_unknown_split": (
+            RECIPES,
+            [*recipe_args(sandbox), "--set", "validation=('fake_domainnet/real', 'valid')"],
+        ),
         "recipe_weights_missing": (RECIPES, recipe_args(sandbox, weights="RN50.pt")),
         "recipe_weights_folder": (RECIPES, recipe_args(sandbox, weights="empty_folder")),
         "recipe_weights_text": (RECIPES, recipe_args(sandbox, weights="notes.txt")),
@@ -263,6 +267,9 @@ def test_recipe_inputs_are_checked_before_any_heavy_work(newcomer, sandbox):
         "'domainnet/real'",
         "is not prepared",
         "tfds build",
+    )
+    assert_short_error(
+        results["recipe_unknown_split"], cli.EXIT_INPUT, "'valid' is not a split", "'train'"
     )
     assert_short_error(results["recipe_weights_missing"], cli.EXIT_INPUT, "no weights file")
     assert_short_error(results["recipe_weights_folder"], cli.EXIT_INPUT, "no checkpoint in")

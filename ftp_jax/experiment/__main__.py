@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a config file whose get_config() returns an ExperimentConfig (default: the "
         "digits experiment, experiments/configs/digits.py)",
     )
-    parser.add_argument("--workdir", default="runs/digits", help="default: %(default)s")
+    parser.add_argument("--workdir", help="default: runs/digits (with --quick: runs/digits_quick)")
     parser.add_argument(
         "--quick", action="store_true", help="a one-minute version (1 seed, 2 epochs, subsets)"
     )
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns its exit code (see ``--help``)."""
     args = build_parser().parse_args(argv)
+    if args.workdir is None:  # a quick run never meets the full run's work directory
+        args.workdir = "runs/digits_quick" if args.quick else "runs/digits"
     return cli.run(lambda: _main(args), debug=args.debug, workdir=args.workdir)
 
 

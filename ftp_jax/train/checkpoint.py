@@ -197,7 +197,10 @@ class Checkpointer:
                     "dtypes differ)"
                 )
             else:
-                reason = f"another model or method (checkpointed as {meta.get('description', '?')})"
+                reason = (
+                    "another model or other settings (the checkpoint predates the record of a "
+                    "run's settings, so which ones differ cannot be said)"
+                )
             raise CheckpointMismatchError(
                 f"the checkpoint in {where} belongs to another run: {reason}."
             )

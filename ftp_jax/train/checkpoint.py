@@ -151,21 +151,6 @@ class Checkpointer:
             ) from error
         return meta if isinstance(meta, dict) else {}
 
-    def check_settings(self, step: int, settings: dict[str, Any], what: str = "run") -> None:
-        """Raises :class:`CheckpointMismatchError` naming every setting that differs.
-
-        Only for checkpoints that recorded their settings; older ones pass.
-        """
-        stored = self.meta(step).get("settings")
-        if stored is None:
-            return
-        changed = differences(stored, settings)
-        if changed:
-            raise CheckpointMismatchError(
-                f"the checkpoint in {self.directory / str(step)} belongs to another {what}, "
-                f"with other settings: {'; '.join(changed)}."
-            )
-
     def restore(
         self,
         step: int,
@@ -189,20 +174,22 @@ class Checkpointer:
         meta = self.meta(step)
         found = meta.get("fingerprint")
         if found != expected_fingerprint:
-            if settings is not None:
-                self.check_settings(step, settings)
-            if settings is not None and "settings" in meta:
+            stored = meta.get("settings")
+            if settings is not None and stored is not None:
+                changed = differences(stored, settings)
                 reason = (
-                    "the same settings but another model (its parameters' paths, shapes or "
-                    "dtypes differ)"
+                    f", with other settings: {'; '.join(changed)}"
+                    if changed
+                    else ", with the same settings but another model (its parameters' paths, "
+                    "shapes or dtypes differ)"
                 )
             else:
                 reason = (
-                    "another model or other settings (the checkpoint predates the record of a "
-                    "run's settings, so which ones differ cannot be said)"
+                    ": another model or other settings (the checkpoint predates the record of "
+                    "a run's settings, so which ones differ cannot be said)"
                 )
             raise CheckpointMismatchError(
-                f"the checkpoint in {where} belongs to another run: {reason}."
+                f"the checkpoint in {where} belongs to another run{reason}."
             )
         try:
             restored = self._manager.restore(

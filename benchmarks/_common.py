@@ -37,7 +37,10 @@ def add_common_flags(parser: argparse.ArgumentParser, *, default_rounds: int) ->
     )
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
     parser.add_argument(
-        "--out", type=Path, default=None, help="JSON output path (default: benchmarks/results/)"
+        "--out",
+        type=Path,
+        default=None,
+        help="also write the results as JSON to this file (default: only print)",
     )
 
 
@@ -180,9 +183,17 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def write_json(result: dict[str, Any], out: Path | None, default_name: str) -> Path:
-    """Writes ``result`` (with the machine description) and returns the path."""
-    path = out if out is not None else RESULTS / default_name
+def write_json(result: dict[str, Any], out: Path | None, default_name: str) -> Path | None:
+    """Writes ``result`` (with the machine description) to ``out``; returns the path.
+
+    Without ``out`` nothing is written: the committed figures under
+    ``benchmarks/results/`` change only when asked (``--out``).
+    """
+    if out is None:
+        committed = (RESULTS / default_name).relative_to(ROOT)
+        print(f"\n(not written; --out {committed} would replace the committed figures)")
+        return None
+    path = out
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
     print(f"\nwrote {path}")

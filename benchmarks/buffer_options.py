@@ -23,7 +23,8 @@ distance the exact run moved that leaf from its anchor; ``radius`` =
 the same figures for the exact method started one float32 ulp away: how far a
 rounding-level change carries the training trajectory at all.
 
-Writes ``benchmarks/results/buffer_options_<device>.json``.
+Prints its tables; ``--out benchmarks/results/buffer_options_<device>.json`` updates the
+committed JSON.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ is XLA's largest temporary buffer in the jitted, donated update step, which
 also counts at the moment of the update (not for TPGM, whose projection runs
 apart from the optimizer step). Every leaf is constrained (FTP's default mask).
 
-Writes ``benchmarks/results/state_memory_<device>.json``.
+Prints its tables; ``--out benchmarks/results/state_memory_<device>.json`` updates the
+committed JSON.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ minus 1; on a shared machine this difference of two long steps is noisy) and,
 more precisely, FTP's added time measured on the update alone over the base's
 step; and TPGM's costs relative to the ``sgd+momentum`` step.
 
-Writes ``benchmarks/results/train_step_<device>.json``.
+Prints its tables; ``--out benchmarks/results/train_step_<device>.json`` updates the
+committed JSON.
 """
 
 from __future__ import annotations

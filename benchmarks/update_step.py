@@ -27,7 +27,8 @@ PyTorch layout, after the JAX rows of each tree, with ``--torch-threads`` thread
 ``reference`` key, with the torch version and thread count. See
 :mod:`benchmarks._reference`.
 
-Writes ``benchmarks/results/update_step_<device>.json`` (``--out`` to change).
+Prints its tables; ``--out benchmarks/results/update_step_<device>.json`` updates the
+committed JSON.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ one differentiates the held-out loss through K inner SGD steps on training
 batches. It prints the radius trajectory of the first layer and the held-out
 loss after projection, and the compiled temporary memory of one update step
 for K = 0 (truncated), 1, 2, 4, 8 (XLA's memory analysis on this machine).
-Writes ``experiments/results/tpgm_unrolled.json``.
+It only prints; ``--out FILE`` also writes the results as JSON (the committed
+``experiments/results/tpgm_unrolled.json`` came from
+``--out experiments/results/tpgm_unrolled.json``).
 
 Expected (CPU, float32): the unrolled radii follow a different trajectory
 (they account for where the next training steps take the weights), both end
@@ -22,6 +24,7 @@ temporary memory grows about linearly with K.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -31,7 +34,6 @@ import optax
 
 import ftp_jax
 
-ROOT = Path(__file__).resolve().parent.parent
 STEPS, INNER_LR, WIDTH = 40, 0.2, 64
 
 
@@ -69,7 +71,12 @@ def make_problem():
     return pre, tuned, loss, train, heldout
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="experiments/tpgm_unrolled.py", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--out", type=Path, help="also write the results as JSON to this file")
+    args = parser.parse_args(argv)
     pre, tuned, loss, train, heldout = make_problem()
     eval_batch = jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), heldout)
     results = {"unprojected_heldout_loss": float(loss(tuned, eval_batch)), "runs": {}}
@@ -130,10 +137,10 @@ def main() -> None:
     print("temporary memory of one jitted update step (XLA memory analysis):")
     for unroll, size in memory.items():
         print(f"  K={unroll}: {size / 1024:.1f} KiB")
-    out = ROOT / "experiments" / "results" / "tpgm_unrolled.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out.relative_to(ROOT)}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -58,3 +58,14 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+_SUBPACKAGES = ("convert", "data", "experiment", "models", "recipes", "train")
+
+
+def __getattr__(name: str):
+    # `import ftp_jax` stays light; `ftp_jax.models` etc. are imported on first use.
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"ftp_jax.{name}")
+    raise AttributeError(f"module 'ftp_jax' has no attribute {name!r}")

@@ -13,8 +13,8 @@ from flax import nnx
 from ftp_jax import data
 from ftp_jax.recipes import RecipeConfig, imagenet_vit_posthoc
 from ftp_jax.train import make_eval_step
-from ftp_jax.train.inputs import EvalSet, SourceEvalSet
 from ftp_jax.train.evaluation import evaluate
+from ftp_jax.train.inputs import EvalSet, SourceEvalSet
 from ftp_jax.train.placement import Placement as _Placement
 from ftp_jax.train.steps import split_model
 

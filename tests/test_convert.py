@@ -9,10 +9,15 @@ them as real checkpoints are saved (a torchvision state dict, MoCo v3's
 safetensors) and compare the converted Flax models' features and logits.
 """
 
+import contextlib
+import importlib.util
 import os
 import pickle
+import shutil
+import sys
 import tempfile
 import zipfile
+from unittest import mock
 
 import jax.numpy as jnp
 import ml_dtypes
@@ -104,21 +109,6 @@ class ReaderTest(parameterized.TestCase):
         tensors = convert.read_state_dict(path, engine="python")
         assert_same_arrays(self, tensors, expected_torchscript_tensors())
 
-    def test_restricted_unpickler_runs_no_code(self):
-        class Exploit:
-            def __reduce__(self):
-                return (os.system, ("touch should_not_exist",))
-
-        with tempfile.TemporaryDirectory() as directory:
-            path = os.path.join(directory, "evil.pt")
-            with zipfile.ZipFile(path, "w") as archive:
-                archive.writestr("evil/data.pkl", pickle.dumps({"x": Exploit()}, protocol=2))
-            obj, _ = convert.read_torch_file(path)
-            self.assertIsInstance(obj["x"], convert._torch_pickle.Opaque)
-            self.assertEqual(obj["x"].name, "system")
-            self.assertFalse(os.path.exists("should_not_exist"))
-            self.assertFalse(os.path.exists(os.path.join(directory, "should_not_exist")))
-
     def test_corrupted_and_foreign_files(self):
         with tempfile.TemporaryDirectory() as directory:
             truncated = os.path.join(directory, "truncated.pt")
@@ -131,7 +121,7 @@ class ReaderTest(parameterized.TestCase):
             text = os.path.join(directory, "notes.txt")
             with open(text, "w") as file:
                 file.write("not a checkpoint")
-            with self.assertRaisesRegex(convert.UnsupportedCheckpoint, "neither a zip nor"):
+            with self.assertRaisesRegex(convert.NotACheckpoint, "neither a zip nor"):
                 convert.read_state_dict(text, engine="python")
             with self.assertRaises(FileNotFoundError):
                 convert.read_state_dict(os.path.join(directory, "missing.pt"))
@@ -162,6 +152,146 @@ class ReaderTest(parameterized.TestCase):
             safetensors_numpy.save_file(tensors, theirs)
             assert_same_arrays(self, safetensors_numpy.load_file(ours), tensors)
             assert_same_arrays(self, convert.read_safetensors(theirs), tensors)
+
+
+def _without_torch():
+    """``import torch`` fails inside: the readers behave as on a machine without torch."""
+    return mock.patch.dict(sys.modules, {"torch": None})
+
+
+def _has_torch() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+class _Exploit:
+    """Pickles as a call of ``os.system`` (``posix.system``), as a malicious file would."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def _evil_pickles(marker: str) -> dict[str, bytes]:
+    """Pickles that would run code if unpickled: they touch ``marker``."""
+    command = f"touch {marker}"
+    # GLOBAL 'os system', as the issue's example: written by hand (pickle writes posix.system).
+    by_hand = (
+        b"\x80\x02}q\x00X\x01\x00\x00\x00xq\x01cos\nsystem\nq\x02X"
+        + len(command).to_bytes(4, "little")
+        + command.encode()
+        + b"q\x03\x85q\x04Rq\x05s."
+    )
+    return {
+        "os.system": by_hand,
+        "posix.system": pickle.dumps({"state_dict": {"x": _Exploit(command)}}, protocol=2),
+        "builtins.eval": pickle.dumps(
+            {"x": _Reduce(eval, (f"open({marker!r}, 'w').close()",))}, protocol=2
+        ),
+    }
+
+
+class _Reduce:
+    def __init__(self, function, args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return (self.function, self.args)
+
+
+class SafeLoadingTest(parameterized.TestCase):
+    """Weights files of unknown origin: tensors and containers only, nothing ever runs."""
+
+    def setUp(self):
+        super().setUp()
+        self.directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.directory, ignore_errors=True)
+        self.marker = os.path.join(self.directory, "code_ran")
+
+    def write(self, name: str, payload: bytes, form: str) -> str:
+        path = os.path.join(self.directory, f"{name}.{form}")
+        if form == "zip":  # torch.save's layout: <archive>/data.pkl
+            with zipfile.ZipFile(path, "w") as archive:
+                archive.writestr("archive/data.pkl", payload)
+                archive.writestr("archive/version", "3\n")
+        else:  # a bare pickle
+            with open(path, "wb") as file:
+                file.write(payload)
+        return path
+
+    def check_refused(self, path: str, asked: str, engine: str, torch_present: bool):
+        context = contextlib.nullcontext() if torch_present else _without_torch()
+        with context, self.assertRaises(convert.UnsupportedCheckpoint) as caught:
+            convert.read_state_dict(path, engine=engine)
+        message = str(caught.exception)
+        self.assertNotIn("weights_only=False", message)
+        self.assertNotIn("install torch", message)
+        self.assertFalse(os.path.exists(self.marker), "the file's code ran")
+        return caught.exception, message
+
+    @parameterized.product(
+        asked=("os.system", "posix.system", "builtins.eval"),
+        form=("zip", "pickle"),
+        torch_present=(False, True),
+    )
+    def test_code_in_a_pickle_is_refused_naming_it(self, asked, form, torch_present):
+        if torch_present and not _has_torch():
+            self.skipTest("torch is not installed (CI installs it)")
+        path = self.write(asked.replace(".", "_"), _evil_pickles(self.marker)[asked], form)
+        error, message = self.check_refused(path, asked, "auto", torch_present)
+        self.assertIsInstance(error, convert.UnsafeCheckpoint)
+        self.assertIn(f"asks for {asked}", message)
+        self.assertIn(path, message)
+        # The check of inputs before a run refuses it too, in milliseconds.
+        with self.assertRaisesRegex(convert.UnsafeCheckpoint, f"asks for {asked}"):
+            convert.check_checkpoint(path)
+        self.assertFalse(os.path.exists(self.marker), "the file's code ran")
+
+    @parameterized.parameters("zip", "pickle")
+    def test_torch_engine_refuses_without_unsafe_advice(self, form):
+        if not _has_torch():
+            self.skipTest("torch is not installed (CI installs it)")
+        path = self.write("evil", _evil_pickles(self.marker)["posix.system"], form)
+        self.check_refused(path, "posix.system", "torch", torch_present=True)
+
+    @parameterized.product(
+        content=(b"just some notes\n", bytes(range(7, 107))),
+        torch_present=(False, True),
+    )
+    def test_a_file_that_is_not_a_checkpoint(self, content, torch_present):
+        if torch_present and not _has_torch():
+            self.skipTest("torch is not installed (CI installs it)")
+        path = os.path.join(self.directory, "weights.pt")
+        with open(path, "wb") as file:
+            file.write(content)
+        error, message = self.check_refused(path, "", "auto", torch_present)
+        self.assertIsInstance(error, convert.NotACheckpoint)
+        self.assertIn("is not a checkpoint", message)
+        with self.assertRaises(convert.NotACheckpoint):
+            convert.check_checkpoint(path)
+
+    def test_a_bare_pickle_of_containers_is_refused(self):
+        path = self.write("bare", pickle.dumps({"w": [1.0, 2.0]}, protocol=2), "pickle")
+        with self.assertRaisesRegex(convert.NotACheckpoint, "bare pickle"):
+            convert.read_state_dict(path)
+
+    def test_a_pickled_module_is_refused_with_what_to_save_instead(self):
+        payload = b"\x80\x02ctorch.nn.modules.linear\nLinear\nq\x00)\x81q\x01."
+        path = self.write("module", payload, "zip")
+        with self.assertRaisesRegex(
+            convert.UnsafeCheckpoint, r"asks for torch.nn.modules.linear.Linear.*state_dict\(\)"
+        ):
+            convert.read_state_dict(path, engine="python")
+
+    def test_check_checkpoint_accepts_the_fixtures_and_names_missing_files(self):
+        for name in ("tiny_checkpoint.pt", "tiny_checkpoint_legacy.pt", "tiny_torchscript.pt"):
+            path = os.path.join(DATA, name)
+            self.assertEqual(convert.check_checkpoint(path), path)
+        with self.assertRaisesRegex(FileNotFoundError, "no weights file"):
+            convert.check_checkpoint(os.path.join(self.directory, "missing.pt"))
+        with self.assertRaisesRegex(FileNotFoundError, "no checkpoint in the folder"):
+            convert.check_checkpoint(self.directory)
 
 
 class LoadTest(parameterized.TestCase):

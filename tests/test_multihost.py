@@ -171,7 +171,12 @@ def test_cli_passes_the_cluster_to_jax_distributed(monkeypatch):
         raise _Initialized
 
     monkeypatch.setattr(jax.distributed, "initialize", initialize)
-    common = ["--config", "c.py", "--data_dir", "d", "--weights", "w", "--workdir", "r"]
+    # The config and the inputs are checked before JAX's distributed start-up (a mistake
+    # fails at once instead of waiting for the other hosts): these checks pass here.
+    monkeypatch.setattr("ftp_jax.recipes.run.check_inputs", lambda *args, **kwargs: None)
+    config = str(ROOT / "experiments" / "configs" / "domainnet_ftp_sgd.py")
+    common = ["--config", config, "--data_dir", "d", "--weights", "w", "--workdir", "r"]
+    common.append("--debug")  # _Initialized raised as it is, not reported as an error
     with pytest.raises(_Initialized):
         main([*common, "--multihost"])
     with pytest.raises(_Initialized):
@@ -204,9 +209,9 @@ class _Placement:
 def test_each_host_reads_its_rows_once(monkeypatch, length):
     import jax
 
-    from ftp_jax.train.inputs import EvalSet
     from ftp_jax.train.evaluation import _padded_batches
     from ftp_jax.train.evaluation import heldout_batches as _heldout_batches
+    from ftp_jax.train.inputs import EvalSet
 
     images = np.arange(length, dtype=np.float32).reshape(length, 1, 1, 1)
     evalset = EvalSet("s", images, np.arange(length, dtype=np.int32) % 7)

@@ -27,6 +27,7 @@ from ftp_jax.train import (
     MethodConfig,
     TrainConfig,
     apply_overrides,
+    fit,
 )
 from ftp_jax.train.steps import TrainState, split_model
 from tests import tiny_fit
@@ -151,6 +152,38 @@ class ResumeTest(_TempdirTest):
             _final_state(straight, "ftp")[1], _final_state(killed, "ftp")[1]
         )
 
+    def test_ctrl_c_saves_then_stops_and_the_run_resumes_identically(self):
+        straight = self.tmpdir()
+        interrupted = self.tmpdir()
+        expected = tiny_fit.run(straight, "ftp")
+        train, validation, tests = tiny_fit.data()
+
+        class CtrlCAtBatch7(tiny_fit.ArrayTrainData):
+            def batches(self, seed, epoch, start):
+                for index, batch in enumerate(super().batches(seed, epoch, start), start):
+                    if epoch == 1 and index == 7:
+                        os.kill(os.getpid(), signal.SIGINT)  # as a Ctrl-C in the terminal
+                    yield batch
+
+        previous = signal.getsignal(signal.SIGINT)
+        with self.assertRaises(KeyboardInterrupt):
+            fit(
+                tiny_fit.TinyNet(nnx.Rngs(0)),
+                tiny_fit.config("ftp"),
+                CtrlCAtBatch7(train.images, train.labels, train.batch_size),
+                validation,
+                tests,
+                interrupted,
+            )
+        self.assertIs(signal.getsignal(signal.SIGINT), previous)  # the handler is restored
+        # The step that was running finished and was saved: epoch 2, batch 8 (12 per epoch).
+        self.assertEqual(Checkpointer(Path(interrupted, "checkpoints")).latest_step(), 12 + 8)
+        self.assertFalse(Path(interrupted, "result.json").exists())
+        self.assertEqual(tiny_fit.run(interrupted, "ftp").to_json(), expected.to_json())
+        chex.assert_trees_all_equal(
+            _final_state(straight, "ftp")[1], _final_state(interrupted, "ftp")[1]
+        )
+
     def test_half_written_checkpoint_is_ignored(self):
         straight = self.tmpdir()
         workdir = self.tmpdir()
@@ -166,8 +199,23 @@ class ResumeTest(_TempdirTest):
     def test_other_method_checkpoint_is_refused(self):
         workdir = self.tmpdir()
         tiny_fit.run(workdir, "ftp", stop_after_steps=8)
-        with self.assertRaisesRegex(CheckpointMismatchError, r"belongs to another run"):
+        with self.assertRaisesRegex(
+            CheckpointMismatchError,
+            r"belongs to another run, with other settings: "
+            r"method.name: 'ftp' in the work directory, 'vanilla' now\.$",
+        ):
             tiny_fit.run(workdir, "vanilla")
+
+    def test_mismatch_names_exactly_the_settings_that_differ(self):
+        workdir = self.tmpdir()
+        tiny_fit.run(workdir, "ftp", stop_after_steps=8)
+        with self.assertRaises(CheckpointMismatchError) as caught:
+            tiny_fit.run(workdir, "ftp", epochs=4, batch_size=8, progress=True)
+        message = str(caught.exception)
+        self.assertIn("epochs: 3 in the work directory, 4 now", message)
+        self.assertIn("batch_size: 16 in the work directory, 8 now", message)
+        self.assertNotIn("progress", message)  # not part of a run's identity
+        self.assertNotIn("learning_rate", message)  # the same in both
 
     def test_corrupted_checkpoint_is_refused(self):
         workdir = self.tmpdir()
@@ -221,6 +269,40 @@ class ConfigTest(parameterized.TestCase):
     def test_unknown_method(self):
         with self.assertRaisesRegex(ValueError, r"unknown method.name 'ftpp'"):
             MethodConfig(name="ftpp")
+
+    def test_values_are_checked_against_the_field_types(self):
+        with self.assertRaisesRegex(ValueError, r"^epochs=abc: epochs expects an int, got"):
+            apply_overrides(TrainConfig(), ["epochs=abc"])
+        with self.assertRaisesRegex(ValueError, r"method.momentum expects a number"):
+            apply_overrides(TrainConfig(), ["method.momentum=[1]"])
+        with self.assertRaisesRegex(ValueError, r"^epochs=0 is refused: epochs must be >= 1"):
+            apply_overrides(TrainConfig(), ["epochs=0"])
+        config = apply_overrides(
+            TrainConfig(), ["method.name=ftp", "progress=false", "method.learning_rate=1"]
+        )
+        self.assertEqual((config.method.name, config.progress), ("ftp", False))
+        self.assertEqual(config.method.learning_rate, 1.0)
+
+    def test_unknown_keys_suggest_the_closest(self):
+        with self.assertRaisesRegex(KeyError, r"did you mean epochs\b"):
+            apply_overrides(TrainConfig(), ["epoch=3"])
+        with self.assertRaisesRegex(KeyError, r"did you mean method.learning_rate\b"):
+            apply_overrides(TrainConfig(), ["learning_rate=3"])  # the key without its group
+        with self.assertRaisesRegex(KeyError, r"'method' is a group; set one of its keys"):
+            apply_overrides(TrainConfig(), ["method=3"])
+
+    def test_tuples_of_configs_by_position_and_every_key_listed(self):
+        from ftp_jax.experiment.config import default_config
+        from ftp_jax.train.config import config_items, format_config
+
+        config = apply_overrides(default_config(), ["methods.2.method.learning_rate=0.5"])
+        self.assertEqual(config.methods[2].method.learning_rate, 0.5)
+        self.assertEqual(config.methods[1:2], default_config().methods[1:2])
+        keys = dict(config_items(config))
+        self.assertEqual(keys["methods.2.method.learning_rate"], 0.5)
+        self.assertIn("methods.2.method.learning_rate = 0.5", format_config(config).splitlines())
+        with self.assertRaisesRegex(KeyError, r"'99' is not a position 0..9"):
+            apply_overrides(config, ["methods.99.label=x"])
 
 
 if __name__ == "__main__":

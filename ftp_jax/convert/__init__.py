@@ -7,6 +7,10 @@
 - :func:`read_state_dict`: a file into ``{key: numpy array}``, without torch for
   ``torch.save`` files (zip and legacy), TorchScript archives and safetensors;
   sharded checkpoints (``*.index.json``) and ``save_pretrained`` folders read whole.
+  Only tensors and containers are unpickled: a file that asks for anything else
+  (code, other objects) is refused with :class:`UnsafeCheckpoint`, naming it.
+- :func:`check_checkpoint`: that a weights file exists, is readable and looks
+  like a checkpoint, without reading its tensors.
 
 Besides OpenAI CLIP's and torchvision's key names, a ViT loads from a
 HuggingFace ``transformers`` CLIP checkpoint (``CLIPModel``, ``CLIPVisionModel``,
@@ -25,6 +29,7 @@ from ftp_jax.convert._load import (
     KINDS,
     CheckpointError,
     LoadReport,
+    check_checkpoint,
     load_pretrained,
     load_state_dict,
     read_state_dict,
@@ -32,13 +37,21 @@ from ftp_jax.convert._load import (
     torch_key_map,
 )
 from ftp_jax.convert._safetensors import read_safetensors, write_safetensors
-from ftp_jax.convert._torch_pickle import UnsupportedCheckpoint, read_torch_file
+from ftp_jax.convert._torch_pickle import (
+    NotACheckpoint,
+    UnsafeCheckpoint,
+    UnsupportedCheckpoint,
+    read_torch_file,
+)
 
 __all__ = [
     "KINDS",
     "CheckpointError",
     "LoadReport",
+    "NotACheckpoint",
+    "UnsafeCheckpoint",
     "UnsupportedCheckpoint",
+    "check_checkpoint",
     "load_pretrained",
     "load_state_dict",
     "read_safetensors",

@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import tarfile
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -55,12 +56,16 @@ from flax import nnx
 from ftp_jax.convert import _hf_clip, _sharded
 from ftp_jax.convert._errors import CheckpointError
 from ftp_jax.convert._resize import METHODS, grid_side, resample_positions
+from ftp_jax.convert._safetensors import _header as _safetensors_header
 from ftp_jax.convert._safetensors import is_safetensors, read_safetensors
 from ftp_jax.convert._torch_pickle import (
     Opaque,
     UnsupportedCheckpoint,
+    _NeedsTorch,
     module_state_dict,
+    not_a_checkpoint,
     read_torch_file,
+    scan_torch_file,
 )
 from ftp_jax.models.clip_resnet import AttentionPool2d, CLIPResNet
 from ftp_jax.models.resnet import ResNet
@@ -70,6 +75,7 @@ __all__ = [
     "KINDS",
     "CheckpointError",
     "LoadReport",
+    "check_checkpoint",
     "load_pretrained",
     "load_state_dict",
     "read_state_dict",
@@ -282,18 +288,104 @@ def _state_dict_of(obj: Any) -> dict[str, np.ndarray]:
     return out
 
 
+def _torch_reason(error: Exception) -> str:
+    """Why torch could not read a file, without torch's advice to load it unsafely."""
+    message = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in message:
+        return message.split(marker, 1)[1].strip().splitlines()[0].rstrip(".")
+    first = message.strip().splitlines()[0] if message.strip() else type(error).__name__
+    first = first.split("  (Could this error message be improved?")[0].strip()
+    if "weights_only" in first:
+        return "it holds objects other than tensors and containers"
+    return f"{type(error).__name__}: {first}".rstrip(".")
+
+
 def _read_with_torch(path: str) -> dict[str, np.ndarray]:
+    """``torch.load(weights_only=True)`` (``torch.jit.load`` for TorchScript): never unsafe.
+
+    Raises:
+      UnsupportedCheckpoint: torch cannot read it either; the message says why, in
+        its own words (never torch's advice to turn safe loading off).
+    """
     import torch  # noqa: PLC0415 - optional
 
     names = []
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    if any(n.endswith("/constants.pkl") for n in names):  # TorchScript
-        obj = torch.jit.load(path, map_location="cpu").state_dict()
-    else:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        if any(n.endswith("/constants.pkl") for n in names):  # TorchScript
+            obj = torch.jit.load(path, map_location="cpu").state_dict()
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds
+        raise UnsupportedCheckpoint(
+            f"{path}: cannot be read as weights (torch.load with weights_only=True: "
+            f"{_torch_reason(error)}). Only tensors and containers are read."
+        ) from None
     return _state_dict_of(obj)
+
+
+class _AnyKeys(dict):
+    """A shard that was checked, not read: holds every key (as ``None``) for the index's check."""
+
+    def __contains__(self, key):
+        return True
+
+    def __getitem__(self, key):
+        return None
+
+
+def check_checkpoint(path: str | os.PathLike) -> str:
+    """Checks, in milliseconds, that ``path`` is a weights file or folder that can be read.
+
+    For a check of every input before a long run: the file exists, can be read,
+    and is a PyTorch file (zip or pickle; its pickle is read, with the same
+    refusals as :func:`read_state_dict`), a TorchScript archive, a safetensors
+    file (its header is read) or a shard index. Its tensors are not read.
+
+    Returns:
+      The file it would read (the checkpoint of a folder, or ``path``).
+
+    Raises:
+      FileNotFoundError: no such file, or a folder without a checkpoint.
+      PermissionError: the file cannot be read.
+      NotACheckpoint: the file is not a checkpoint (text, random bytes, another zip).
+      UnsafeCheckpoint: its pickle asks for code or objects (refused, named).
+      UnsupportedCheckpoint: it is corrupted.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = _sharded.checkpoint_in_folder(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no weights file at {path!r}")
+    try:
+        with open(path, "rb") as file:
+            start = file.read(16)
+    except OSError as error:
+        raise PermissionError(
+            f"cannot read the weights file {path!r}: {error.strerror or error}"
+        ) from None
+    if _sharded.is_index(path):  # the index, and every shard it names
+        _sharded.read_index(path, lambda shard: (_AnyKeys(check_checkpoint(shard)), "checked"))
+        return path
+    if path.endswith(".safetensors") or is_safetensors(path):
+        try:
+            with open(path, "rb") as file:
+                _safetensors_header(file, path)
+        except ValueError as error:
+            raise UnsupportedCheckpoint(str(error)) from None
+        return path
+    if tarfile.is_tarfile(path) and not zipfile.is_zipfile(path):
+        return path  # PyTorch's pre-1.0 format: torch reads it
+    if zipfile.is_zipfile(path) or start[:1] == b"\x80":
+        try:
+            scan_torch_file(path)
+        except _NeedsTorch:
+            pass  # a valid PyTorch file the pure-python reader lacks a part of
+        return path
+    raise not_a_checkpoint(path, start)
 
 
 def _read(path: str, engine: str) -> tuple[dict[str, np.ndarray], str, str]:
@@ -316,10 +408,13 @@ def _read_file(path: str, engine: str) -> tuple[dict[str, np.ndarray], str]:
     if path.endswith(".safetensors") or is_safetensors(path):
         return read_safetensors(path), "safetensors"
     if engine == "torch":
+        check_checkpoint(path)  # our message for a file that is no checkpoint
         return _read_with_torch(path), "torch.load"
     try:
         obj, file_format = read_torch_file(path)
-    except UnsupportedCheckpoint as error:
+    except _NeedsTorch as error:
+        # A valid PyTorch file in a form the pure-python reader lacks; never a refused
+        # or non-checkpoint file, which torch would not read safely either.
         if engine == "python":
             raise
         try:
@@ -327,7 +422,8 @@ def _read_file(path: str, engine: str) -> tuple[dict[str, np.ndarray], str]:
         except ImportError:
             raise UnsupportedCheckpoint(
                 f"{error}. The pure-python reader reads torch.save files (zip and legacy "
-                "formats), TorchScript archives and safetensors; install torch to read others."
+                "formats), TorchScript archives and safetensors; torch (`pip install torch`) "
+                "reads this form with torch.load(weights_only=True)."
             ) from None
         return _read_with_torch(path), "torch.load"
     return _state_dict_of(obj), file_format
@@ -346,8 +442,9 @@ def read_state_dict(path: str | os.PathLike, *, engine: str = "auto") -> dict[st
         ``model.safetensors``, ``model.safetensors.index.json``,
         ``pytorch_model.bin`` or ``pytorch_model.bin.index.json`` (first found).
       engine: for PyTorch files, ``"auto"`` (the pure-python reader; torch, when
-        installed, for the files it cannot read), ``"python"`` (never torch) or
-        ``"torch"`` (``torch.load(weights_only=True)`` / ``torch.jit.load``).
+        installed, for the valid PyTorch forms it lacks, such as sparse tensors;
+        never for a refused file), ``"python"`` (never torch) or ``"torch"``
+        (``torch.load(weights_only=True)`` / ``torch.jit.load``).
         Safetensors files are always read with numpy.
 
     Returns:
@@ -357,7 +454,10 @@ def read_state_dict(path: str | os.PathLike, *, engine: str = "auto") -> dict[st
     Raises:
       FileNotFoundError: if there is no file at ``path``, or no checkpoint in the folder.
       CheckpointError: a shard index naming a missing shard file, or a bad index.
-      UnsupportedCheckpoint: if no reader can read it.
+      UnsafeCheckpoint: the file asks for anything but tensors and containers
+        (code, other objects): refused, naming what it asked for; nothing runs.
+      NotACheckpoint: the file is not a checkpoint (text, random bytes, a bare pickle).
+      UnsupportedCheckpoint: it is corrupted, or no reader can read it.
     """
     return _read(os.fspath(path), engine)[0]
 

@@ -12,27 +12,41 @@ legacy format (``_use_new_zipfile_serialization=False``, PyTorch < 1.6) is a
 stream: magic number, protocol, system info, the pickle, the list of storage
 keys, then each storage's element count and bytes.
 
-:class:`_RestrictedUnpickler` rebuilds all of them with numpy: it resolves only
-the handful of globals that tensors need (tensor and parameter rebuilders,
-storage types, ``OrderedDict``) and turns every other global into an inert
-placeholder that records its arguments and state. It imports nothing and calls
-no function named by the file, so reading an untrusted checkpoint cannot run
-code (unlike ``torch.load(weights_only=False)``).
+:class:`_RestrictedUnpickler` rebuilds all of them with numpy. It resolves only
+the globals that tensors and containers need (tensor and parameter rebuilders,
+storage types, dtypes, ``torch.Size``, ``OrderedDict``: what
+``torch.load(weights_only=True)`` allows) and TorchScript's module classes
+(``__torch__.*``, defined by the archive's TorchScript code, not by Python),
+which become inert :class:`Opaque` placeholders. Any other global (``os.system``,
+``builtins.eval``, a pickled ``nn.Module`` class) is refused with
+:class:`UnsafeCheckpoint`, naming it: the reader imports nothing and calls no
+function the file names, so reading an untrusted checkpoint cannot run code.
 """
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import os
 import pickle
 import struct
+import tarfile
 import zipfile
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 
-__all__ = ["UnsupportedCheckpoint", "Opaque", "read_torch_file", "module_state_dict"]
+__all__ = [
+    "NotACheckpoint",
+    "Opaque",
+    "UnsafeCheckpoint",
+    "UnsupportedCheckpoint",
+    "module_state_dict",
+    "not_a_checkpoint",
+    "read_torch_file",
+    "scan_torch_file",
+]
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.dtype(np.float32),
@@ -55,7 +69,30 @@ _LEGACY_PROTOCOL = 1001
 
 
 class UnsupportedCheckpoint(ValueError):
-    """The pure-python reader cannot read this file (torch may)."""
+    """A weights file that cannot be read: not a checkpoint, corrupted, or refused."""
+
+
+class NotACheckpoint(UnsupportedCheckpoint):
+    """A file that is no checkpoint at all (text, random bytes, another archive)."""
+
+
+class UnsafeCheckpoint(UnsupportedCheckpoint):
+    """A pickle that asks for something other than tensors and containers (code, objects)."""
+
+
+class _NeedsTorch(UnsupportedCheckpoint):
+    """A valid PyTorch file in a form the pure-python reader lacks; ``torch.load`` may read it."""
+
+
+def not_a_checkpoint(path: str, start: bytes) -> NotACheckpoint:
+    """The error for a file that is no PyTorch file nor safetensors, showing how it starts."""
+    text = start and all(32 <= b < 127 or b in b"\t\r\n" for b in start)
+    kind = "it looks like text" if text else "its first bytes"
+    return NotACheckpoint(
+        f"{path} is not a checkpoint: neither a zip nor a pickle file (PyTorch's formats) nor "
+        f"safetensors ({kind}: {start[:16]!r}). Pass the weights file itself (.pt, .pth, .bin, "
+        ".safetensors) or its folder."
+    )
 
 
 class _StorageType:
@@ -108,13 +145,11 @@ class _LazyTensor:
 
 
 class Opaque:
-    """An object of a class the reader does not rebuild (anything but tensors and containers).
+    """A TorchScript object (``__torch__.*``): an inert record of what the pickle built.
 
     ``module`` and ``name`` say what it was; ``args`` are the arguments the pickle
     passed to it; ``state`` its ``__setstate__`` state; ``items``/``entries`` what
-    was appended or set on it. TorchScript modules (``__torch__.*``) and pickled
-    ``nn.Module`` objects arrive as these; :func:`module_state_dict` reads their
-    tensors.
+    was appended or set on it. :func:`module_state_dict` reads a module's tensors.
     """
 
     module = ""
@@ -165,6 +200,26 @@ def _rebuild_from_type_v2(function, new_type, args, state):
     return function(*args)
 
 
+def _encode(text, encoding="latin1"):
+    """``_codecs.encode``, as pickle protocol 2 writes bytes; only the byte encodings."""
+    if encoding not in ("latin1", "latin-1", "utf-8", "utf8", "ascii") or not isinstance(text, str):
+        raise UnsafeCheckpoint(f"the pickle asks for _codecs.encode with {encoding!r}; refused")
+    return text.encode(encoding)
+
+
+def _device(*args):
+    """``torch.device(...)`` as its name (``"cuda:0"``): recorded by checkpoints, unused here."""
+    return ":".join(str(a) for a in args)
+
+
+def _same(value, *unused):
+    return value
+
+
+class _TypeName(str):
+    """A torch type named in a pickle (``torch.Tensor``, ``Parameter``): a name, not callable."""
+
+
 _REBUILDERS = {
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
@@ -172,12 +227,33 @@ _REBUILDERS = {
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
     ("torch", "Size"): tuple,
+    ("torch", "device"): _device,
+    ("torch.serialization", "_get_layout"): str,
     ("collections", "OrderedDict"): collections.OrderedDict,
+    ("collections", "Counter"): collections.Counter,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("builtins", "slice"): slice,
     ("builtins", "complex"): complex,
+    ("builtins", "bytearray"): bytearray,
+    ("_codecs", "encode"): _encode,
+    # TorchScript archives wrap typed lists and dicts in these.
+    ("torch.jit._pickle", "build_intlist"): _same,
+    ("torch.jit._pickle", "build_doublelist"): _same,
+    ("torch.jit._pickle", "build_boollist"): _same,
+    ("torch.jit._pickle", "build_tensorlist"): _same,
+    ("torch.jit._pickle", "restore_type_tag"): _same,
 }
+_TYPE_NAMES = {
+    ("torch", "Tensor"),
+    ("torch.nn.parameter", "Parameter"),
+    ("torch.nn.parameter", "Buffer"),
+}
+_TORCH_DTYPES = {
+    "float32", "float", "float64", "double", "float16", "half", "bfloat16", "int64", "long",
+    "int32", "int", "int16", "short", "int8", "uint8", "bool", "complex64", "complex128",
+    "cfloat", "cdouble", "strided", "sparse_coo", "float8_e4m3fn", "float8_e5m2",
+}  # fmt: skip
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -189,26 +265,53 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._opaque: dict[tuple[str, str], type] = {}
 
     def find_class(self, module: str, name: str):
+        # Python 2 names, as protocol 2 writes them (``__builtin__``), as pickle maps them.
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         rebuilder = _REBUILDERS.get((module, name))
         if rebuilder is not None:
             return rebuilder
         if module in ("torch", "torch.storage") and name in _STORAGE_DTYPES:
             return _StorageType(name)
-        key = (module, name)
-        if key not in self._opaque:
-            self._opaque[key] = _opaque_class(module, name)
-        return self._opaque[key]
+        if (module, name) in _TYPE_NAMES or (module == "torch" and name in _TORCH_DTYPES):
+            return _TypeName(f"{module}.{name}")
+        if module == "__torch__" or module.startswith("__torch__."):
+            # A TorchScript class: defined by the archive's TorchScript code, not a Python
+            # import; it becomes an inert placeholder holding its attributes.
+            key = (module, name)
+            if key not in self._opaque:
+                self._opaque[key] = _opaque_class(module, name)
+            return self._opaque[key]
+        if module.startswith("torch.") and name.startswith("_rebuild_"):
+            raise _NeedsTorch(
+                f"tensors rebuilt by {module}.{name} (sparse, quantized, nested or a tensor "
+                "subclass) are not supported by the pure-python reader"
+            )
+        what = f"{module}.{name}"
+        hint = ""
+        if module.startswith("torch.nn.modules") or module.startswith("torch.nn."):
+            hint = (
+                " (a whole pickled nn.Module: save its state_dict() instead, "
+                "torch.save(model.state_dict(), path))"
+            )
+        raise UnsafeCheckpoint(
+            f"the file's pickle asks for {what}, which is neither a tensor nor a container"
+            f"{hint}; it is refused: reading it would mean running code the file names. Only "
+            "tensors, containers and TorchScript modules are read"
+        )
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
-            raise UnsupportedCheckpoint(f"unknown persistent id {pid!r}")
+            raise _NeedsTorch(f"unknown persistent id {pid!r}")
+        if self._storage_for is None:
+            raise NotACheckpoint("a tensor storage where the file's header should be")
         storage_type, key = pid[1], str(pid[2])
         numel = int(pid[4])
         if not isinstance(storage_type, _StorageType):
-            raise UnsupportedCheckpoint(f"unknown storage type {storage_type!r}")
+            raise _NeedsTorch(f"unknown storage type {storage_type!r}")
         storage = self._storage_for(key, storage_type.dtype, numel)
         if len(pid) > 5 and pid[5] is not None:  # legacy view: (view_key, offset, size)
-            raise UnsupportedCheckpoint("legacy storage views are not supported")
+            raise _NeedsTorch("legacy storage views are not supported by the pure-python reader")
         return storage
 
 
@@ -244,13 +347,14 @@ def _materialize(obj: Any, memo: dict[int, Any]) -> Any:
     return result
 
 
-def _read_zip(path: str) -> tuple[Any, str]:
+def _read_zip(path: str, read_data: bool = True) -> tuple[Any, str]:
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         pickles = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
         if len(pickles) != 1:
-            raise UnsupportedCheckpoint(
-                f"{path}: a zip file without one '<archive>/data.pkl' is not a PyTorch checkpoint"
+            raise NotACheckpoint(
+                f"{path} is not a checkpoint: a zip file without one '<archive>/data.pkl' is not "
+                "a PyTorch file. Pass the weights file itself (.pt, .pth, .bin, .safetensors)."
             )
         root = pickles[0][: -len("data.pkl")]
         byteorder = "little"
@@ -266,6 +370,9 @@ def _read_zip(path: str) -> tuple[Any, str]:
                 name = f"{root}data/{key}"
                 if name not in names:
                     raise UnsupportedCheckpoint(f"{path}: missing tensor data {name!r}")
+                if not read_data:
+                    storages[key] = storage
+                    return storage
                 raw = archive.read(name)
                 stored = dtype.newbyteorder("<" if byteorder == "little" else ">")
                 if len(raw) < numel * dtype.itemsize:
@@ -282,21 +389,30 @@ def _read_zip(path: str) -> tuple[Any, str]:
         torchscript = root + "constants.pkl" in names or any(
             n.startswith(root + "code/") for n in names
         )
-    return _materialize(obj, {}), "torchscript" if torchscript else "torch-zip"
+    file_format = "torchscript" if torchscript else "torch-zip"
+    return (_materialize(obj, {}) if read_data else None), file_format
 
 
-def _read_legacy(path: str) -> tuple[Any, str]:
+def _read_legacy(path: str, read_data: bool = True) -> tuple[Any, str]:
     with open(path, "rb") as file:
         header = _RestrictedUnpickler(file, None)
         try:
             magic = header.load()
+        except UnsupportedCheckpoint:
+            raise
         except Exception as error:  # noqa: BLE001 - any failure means "not this format"
-            raise UnsupportedCheckpoint(f"{path}: not a PyTorch checkpoint ({error})") from None
+            raise NotACheckpoint(
+                f"{path} is not a checkpoint: a pickle that PyTorch did not write ({error})"
+            ) from None
         if magic != _LEGACY_MAGIC:
-            raise UnsupportedCheckpoint(f"{path}: not a PyTorch checkpoint (no magic number)")
+            raise NotACheckpoint(
+                f"{path} is not a checkpoint: a bare pickle (no PyTorch header), which is not "
+                "read. Save the weights with torch.save(model.state_dict(), path) or as "
+                "safetensors."
+            )
         protocol = _RestrictedUnpickler(file, None).load()
         if protocol != _LEGACY_PROTOCOL:
-            raise UnsupportedCheckpoint(f"{path}: unknown legacy protocol {protocol!r}")
+            raise _NeedsTorch(f"{path}: unknown legacy protocol {protocol!r}")
         system = _RestrictedUnpickler(file, None).load()
         little = not isinstance(system, dict) or system.get("little_endian", True)
         storages: dict[str, _Storage] = {}
@@ -307,6 +423,8 @@ def _read_legacy(path: str) -> tuple[Any, str]:
             return storages[key]
 
         obj = _RestrictedUnpickler(file, storage_for).load()
+        if not read_data:
+            return None, "torch-legacy"
         keys = _RestrictedUnpickler(file, None).load()
         for key in keys:
             storage = storages.get(str(key))
@@ -324,7 +442,23 @@ def _read_legacy(path: str) -> tuple[Any, str]:
     return _materialize(obj, {}), "torch-legacy"
 
 
-def read_torch_file(path: str | os.PathLike) -> tuple[Any, str]:
+def scan_torch_file(path: str | os.PathLike) -> str:
+    """Checks a PyTorch file as :func:`read_torch_file` would, without reading its tensors.
+
+    Unpickles the object (milliseconds: a state dict's pickle is small; the
+    tensors' bytes are skipped), so that a file that is no checkpoint, or that
+    asks for code, is refused before a long run starts.
+
+    Returns:
+      The format, as :func:`read_torch_file` gives it.
+
+    Raises:
+      What :func:`read_torch_file` raises, but for missing tensor bytes.
+    """
+    return read_torch_file(path, read_data=False)[1]
+
+
+def read_torch_file(path: str | os.PathLike, read_data: bool = True) -> tuple[Any, str]:
     """Unpickles a ``torch.save`` / ``torch.jit.save`` file with tensors as numpy arrays.
 
     Args:
@@ -337,45 +471,55 @@ def read_torch_file(path: str | os.PathLike) -> tuple[Any, str]:
       ``"torchscript"`` or ``"torch-legacy"``.
 
     Raises:
-      UnsupportedCheckpoint: if the file is none of these formats (e.g. the
-        pre-1.0 tar format) or is corrupted.
+      UnsafeCheckpoint: the pickle asks for anything but tensors, containers and
+        TorchScript modules (``os.system``, a pickled class): nothing is called,
+        and the message names what it asked for.
+      NotACheckpoint: the file is no PyTorch file (text, random bytes, a bare
+        pickle, another zip).
+      UnsupportedCheckpoint: it is corrupted or truncated, or in a form this
+        reader lacks (the pre-1.0 tar format, sparse tensors; ``torch.load`` may
+        read those).
     """
     path = os.fspath(path)
     try:
         if zipfile.is_zipfile(path):
-            return _read_zip(path)
+            return _read_zip(path, read_data)
         with open(path, "rb") as file:
-            start = file.read(2)
+            start = file.read(16)
         if start[:1] != b"\x80":  # every pickle of protocol >= 2 starts with PROTO
-            raise UnsupportedCheckpoint(f"{path}: neither a zip nor a pickle file")
-        return _read_legacy(path)
+            if tarfile.is_tarfile(path):
+                raise _NeedsTorch(f"{path}: PyTorch's pre-1.0 tar format")
+            raise not_a_checkpoint(path, start)
+        return _read_legacy(path, read_data)
+    except UnsafeCheckpoint as error:
+        raise UnsafeCheckpoint(f"{path}: {error}.") from None
     except UnsupportedCheckpoint:
         raise
-    except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, struct.error) as error:
+    except (
+        EOFError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        struct.error,
+        TypeError,
+        ValueError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+    ) as error:
         raise UnsupportedCheckpoint(
             f"{path}: truncated or corrupted ({type(error).__name__}: {error})"
         ) from None
 
 
 def module_state_dict(obj: Opaque, prefix: str = "") -> dict[str, np.ndarray]:
-    """The tensors of a pickled ``nn.Module`` or TorchScript module, by dotted name.
+    """The tensors of a TorchScript module, by dotted name (the keys ``state_dict()`` gives).
 
-    A pickled ``nn.Module`` keeps its tensors in ``_parameters`` and ``_buffers``
-    and its children in ``_modules``; a TorchScript module keeps all of them as
-    attributes. Both give the keys that ``state_dict()`` would.
+    A TorchScript module keeps its parameters, buffers and submodules as attributes.
     """
     out: dict[str, np.ndarray] = {}
     state = obj.state if isinstance(obj.state, dict) else {}
-    if "_modules" in state:  # a pickled torch.nn.Module
-        for group in ("_parameters", "_buffers"):
-            for name, value in (state.get(group) or {}).items():
-                if isinstance(value, np.ndarray):
-                    out[prefix + name] = value
-        for name, child in (state.get("_modules") or {}).items():
-            if isinstance(child, Opaque):
-                out.update(module_state_dict(child, f"{prefix}{name}."))
-        return out
-    for name, value in state.items():  # a TorchScript module: attributes
+    for name, value in state.items():
         if isinstance(value, np.ndarray):
             out[prefix + str(name)] = value
         elif isinstance(value, Opaque):

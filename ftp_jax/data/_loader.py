@@ -192,6 +192,26 @@ def open_split(name: str, split: str, data_dir: str | os.PathLike) -> SplitSourc
         return _open_split(name, split, data_dir)
 
 
+def check_prepared(name: str, split: str, data_dir: str | os.PathLike) -> None:
+    """Raises what :func:`open_split` would for a missing dataset or split, reading no record.
+
+    For a check of every input before a long run starts.
+
+    Raises:
+      FileNotFoundError: the dataset is not prepared in ``data_dir`` (the message
+        says how to prepare it).
+      ValueError: an unknown split or config, or an empty split.
+    """
+    data_dir = os.fspath(data_dir)
+    with offline():
+        builder = _prepared_builder(name, data_dir)
+        if _num_examples(builder, name, split, data_dir) == 0:
+            raise ValueError(
+                f"split {split!r} of dataset {name!r} in {data_dir!r} is empty (0 examples; the "
+                f"dataset's splits: {_split_sizes(builder)})."
+            )
+
+
 def _open_split(name: str, split: str, data_dir: str) -> SplitSource:
     builder = _prepared_builder(name, data_dir)
     num_examples = _num_examples(builder, name, split, data_dir)

@@ -36,17 +36,26 @@ def nearest_centroid_report(data_dir: str) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ftp_jax.data.prepare",
+        description=__doc__,
+        epilog="datasets:\n" + "\n".join(f"  {name}" for name in DATASETS),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--data_dir", required=True, help="TFDS data directory to prepare into.")
     parser.add_argument(
         "--datasets",
         default=",".join(DATASETS),
-        help="comma-separated subset of the datasets (default: all).",
+        metavar="NAME,NAME",
+        help="comma-separated subset of the datasets listed below (default: all).",
     )
     parser.add_argument("--report", action="store_true", help="print sizes and a sanity check.")
     parser.add_argument("--progress", action="store_true", help="show TFDS progress bars.")
     args = parser.parse_args(argv)
     names = tuple(name for name in args.datasets.split(",") if name)
+    unknown = [name for name in names if name not in DATASETS]
+    if unknown:
+        parser.error(f"--datasets: unknown {', '.join(unknown)}; --help lists the datasets.")
 
     tfds.display_progress_bar(args.progress)
     start = time.perf_counter()

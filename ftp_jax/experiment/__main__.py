@@ -3,62 +3,91 @@
 Prepares the digit datasets (no download), pre-trains a small CNN on MNIST-5k
 (cached), fine-tunes it on 10% of UCI digits with every method and seed, and
 writes ``results.md``, ``results.json`` and PNG plots to ``<workdir>/results``.
-Run again in the same work directory to resume an interrupted run.
+Run the same command again to resume an interrupted run (Ctrl-C saves a
+checkpoint first); ``--fresh`` starts over.
+
+The config is a Python file whose get_config() returns an ExperimentConfig
+(default: the digits experiment, experiments/configs/digits.py); --set KEY=VALUE
+changes any key of it, --print-config shows them all.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 
-from ftp_jax.experiment.config import default_config, quick
-from ftp_jax.experiment.run import run_experiment
-from ftp_jax.train.config import apply_overrides
+from ftp_jax import cli
+
+COMMAND = "python -m ftp_jax.experiment"
 
 
-def _load_config(path: str | None):
-    if path is None:
-        return default_config()
-    spec = importlib.util.spec_from_file_location("experiment_config", path)
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(f"cannot load the config file {path!r}.")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise AttributeError(f"the config file {path!r} defines no get_config().")
-    return module.get_config()
-
-
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m ftp_jax.experiment",
+        prog=COMMAND,
         description=__doc__,
+        epilog=cli.EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config",
-        help="a config file with get_config() (default: the "
+        help="a config file whose get_config() returns an ExperimentConfig (default: the "
         "digits experiment, experiments/configs/digits.py)",
     )
-    parser.add_argument("--workdir", default="runs/digits", help="default: %(default)s")
-    parser.add_argument("--quick", action="store_true", help="a fast run for tests")
+    parser.add_argument("--workdir", help="default: runs/digits (with --quick: runs/digits_quick)")
     parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set finetune.epochs=10",
+        "--quick", action="store_true", help="a one-minute version (1 seed, 2 epochs, subsets)"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    config = _load_config(args.config)
+    cli.add_common_flags(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; returns its exit code (see ``--help``)."""
+    args = build_parser().parse_args(argv)
+    if args.workdir is None:  # a quick run never meets the full run's work directory
+        args.workdir = "runs/digits_quick" if args.quick else "runs/digits"
+    return cli.run(lambda: _main(args), debug=args.debug, workdir=args.workdir)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from ftp_jax.experiment.config import ExperimentConfig, default_config, quick
+    from ftp_jax.recipes.config import RecipeConfig
+
+    if args.config:
+        config = cli.load_config(
+            args.config,
+            ExperimentConfig,
+            other_clis={RecipeConfig: "python -m ftp_jax.recipes"},
+        )
+    else:
+        config = default_config()
     if args.quick:
         config = quick(config)
-    config = apply_overrides(config, args.set)
+    for item in args.set:  # a key the experiment would silently ignore
+        key = item.partition("=")[0].strip()
+        if key.startswith("finetune.method.") and getattr(config, "methods", ()):
+            name = key.removeprefix("finetune.method.")
+            raise cli.UsageError(
+                f"--set {item}: every row of the table runs its own method, which replaces "
+                f"finetune.method; set methods.<i>.method.{name} for row i (--print-config "
+                "lists the rows)."
+            )
+    config = cli.configure(config, args.set, print_config=args.print_config)
+    if args.print_config:
+        return 0
+    cli.quiet(progress=not args.no_progress)
+    if args.fresh:
+        cli.start_fresh(args.workdir)
+    from pathlib import Path
+
+    from ftp_jax.experiment.run import run_experiment
+
     results = run_experiment(config, args.workdir, progress=not args.no_progress)
-    print(f"\nwrote {args.workdir}/results/results.md ({results['seconds']:.0f} s)")
-    print((__import__("pathlib").Path(args.workdir) / "results" / "results.md").read_text())
+    report = Path(args.workdir) / "results" / "results.md"
+    seconds = results.get("rerun_seconds", [results["seconds"]])[-1]
+    print(f"\nwrote {report} ({seconds:.0f} s)")
+    print(report.read_text())
+    return 0
 
 
 if __name__ == "__main__":

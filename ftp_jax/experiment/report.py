@@ -108,7 +108,10 @@ def _markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             f"and keeps its fine-tuned weights. α=1 is `{source}` itself; α=0 is the "
             "pre-trained backbone under that fine-tuned head.",
         ]
-    lines += ["", f"Total time: {results['seconds']:.0f} s.", ""]
+    total = f"Total time: {results['seconds']:.0f} s."
+    if results.get("rerun_seconds"):  # a rerun of a finished experiment keeps the first time
+        total += f" (Rerun, reusing the finished runs: {results['rerun_seconds'][-1]:.0f} s.)"
+    lines += ["", total, ""]
     return "\n".join(lines)
 
 

@@ -17,7 +17,20 @@ from ftp_jax.train import fit
 from ftp_jax.train.inputs import SourceEvalSet, SourceTrainData
 from ftp_jax.train.placement import is_primary_host
 
-__all__ = ["build_model", "run_recipe"]
+__all__ = ["build_model", "check_inputs", "run_recipe"]
+
+# Keys that do not change what a work directory's checkpoints hold: a rerun may change them.
+_NOT_IDENTIFYING = (
+    "finetune.progress",
+    "finetune.checkpoint_every",
+    "finetune.keep_checkpoints",
+    "finetune.eval_batch_size",
+    "shard_params",
+    "id_test",
+    "ood",
+    "class_subsets",
+)
+_RECORD = "recipe.json"  # the recipe a work directory was started with
 
 
 def build_model(config: RecipeConfig, *, rngs: nnx.Rngs, **overrides: Any) -> nnx.Module:
@@ -61,6 +74,75 @@ def _split(name_split: tuple[str, str], percent: int = 100) -> tuple[str, str]:
     return name, split
 
 
+def _identity(config: RecipeConfig) -> dict[str, Any]:
+    from ftp_jax.train.config import config_items
+
+    return {
+        key: value
+        for key, value in config_items(config)
+        if not any(key == k or key.startswith(k + ".") for k in _NOT_IDENTIFYING)
+    }
+
+
+def _datasets(config: RecipeConfig) -> list[tuple[str, str]]:
+    return [
+        _split(config.train, config.train_percent),
+        config.validation,
+        config.id_test,
+        *config.ood,
+    ]
+
+
+def check_inputs(
+    config: RecipeConfig,
+    *,
+    data_dir: str | Path,
+    workdir: str | Path,
+    weights: str | Path | None,
+) -> None:
+    """Checks every input of a recipe in seconds, before the model is built.
+
+    The datasets are prepared in ``data_dir`` (each split exists); the weights
+    file exists, is readable and looks like a checkpoint; the work directory
+    holds no checkpoints of another recipe (its ``recipe.json`` is compared with
+    ``config``). Touches no JAX device, so it can run before
+    ``jax.distributed.initialize()``.
+
+    Raises:
+      FileNotFoundError: ``data_dir``, a dataset or split, or the weights file is missing.
+      ValueError: an unknown split.
+      ftp_jax.convert.UnsupportedCheckpoint: the weights file is not a checkpoint.
+      CheckpointMismatchError: the work directory holds another recipe's run; the
+        message lists the settings that differ.
+    """
+    if not Path(data_dir).is_dir():
+        raise FileNotFoundError(
+            f"data_dir {str(data_dir)!r} does not exist; prepare the datasets there first "
+            f"(`tfds build NAME --data_dir {data_dir} --file_format array_record` on a "
+            "machine with internet)."
+        )
+    for name, split in _datasets(config):
+        data.check_prepared(name, split, data_dir)
+    if weights is not None:
+        from ftp_jax.convert import check_checkpoint
+
+        check_checkpoint(weights)
+    record = Path(workdir, _RECORD)
+    checkpoints = Path(workdir, "checkpoints")
+    if record.exists() and checkpoints.is_dir() and any(checkpoints.iterdir()):
+        from ftp_jax.train.checkpoint import CheckpointMismatchError, differences
+
+        stored, current = json.loads(record.read_text()), _identity(config)
+        # Keys only one side has (a config field added or removed since) are not compared.
+        common = stored.keys() & current.keys()
+        changed = differences({k: stored[k] for k in common}, {k: current[k] for k in common})
+        if changed:
+            raise CheckpointMismatchError(
+                f"the work directory {str(workdir)!r} holds a run of another recipe: "
+                f"{'; '.join(changed)}."
+            )
+
+
 def run_recipe(
     config: RecipeConfig,
     *,
@@ -83,13 +165,11 @@ def run_recipe(
       mesh: the devices to train on, with a ``"data"`` axis (default: all devices,
         on every host).
     """
-    if model is None:
-        if weights is None:
-            raise ValueError("the recipe needs pre-trained weights: pass --weights PATH.")
-        from ftp_jax.convert import load_pretrained
-
-        model = build_model(config, rngs=nnx.Rngs(config.finetune.seed))
-        load_pretrained(model, weights, kind=config.model)
+    if model is None and weights is None:
+        raise ValueError("the recipe needs pre-trained weights: pass --weights PATH.")
+    # Every input first: a missing dataset or weights file, or another run's work
+    # directory, fails in seconds, not after the model is built and the weights read.
+    check_inputs(config, data_dir=data_dir, workdir=workdir, weights=weights)
     if config.normalization == "clip":
         mean, std = data.CLIP_MEAN, data.CLIP_STD
     else:
@@ -114,6 +194,14 @@ def run_recipe(
     validation = evalset(config.validation)
     id_test = evalset(config.id_test)
     ood = [evalset(x) for x in config.ood]
+    if model is None:
+        from ftp_jax.convert import load_pretrained
+
+        model = build_model(config, rngs=nnx.Rngs(config.finetune.seed))
+        load_pretrained(model, weights, kind=config.model)
+    if is_primary_host():  # what check_inputs compares a rerun with
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        Path(workdir, _RECORD).write_text(json.dumps(_identity(config), indent=1, default=str))
     if mesh is None:
         mesh = jax.make_mesh((jax.device_count(),), ("data",))
     finetune = dataclasses.replace(config.finetune, progress=progress)

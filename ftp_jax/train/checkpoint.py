@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["Checkpointer", "CheckpointMismatchError", "fingerprint"]
+__all__ = ["Checkpointer", "CheckpointMismatchError", "differences", "fingerprint"]
 
 PyTree = Any
 
@@ -30,6 +30,38 @@ def fingerprint(tree: PyTree, **settings: Any) -> str:
     ]
     payload = json.dumps([description, settings], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out = {}
+        for key, value in tree.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def _json(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples as lists), for comparisons."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def differences(
+    stored: dict[str, Any], current: dict[str, Any], *, missing: str = "default"
+) -> list[str]:
+    """``"key: <stored> in the work directory, <current> now"`` for every setting that differs.
+
+    Nested dicts are compared by dotted key; a key absent on one side shows as
+    ``missing`` (the run settings hold only non-default values).
+    """
+    stored, current = _flat(_json(stored)), _flat(_json(current))
+    lines = []
+    for key in sorted(set(stored) | set(current)):
+        before, after = stored.get(key, missing), current.get(key, missing)
+        if before != after:
+            show = lambda v: v if v is missing else repr(v)  # noqa: E731
+            lines.append(f"{key}: {show(before)} in the work directory, {show(after)} now")
+    return lines
 
 
 def _is_key(x: Any) -> bool:
@@ -100,14 +132,11 @@ class Checkpointer:
         )
         self._manager.wait_until_finished()
 
-    def restore(
-        self, step: int, like_state: PyTree, like_extra: PyTree, expected_fingerprint: str
-    ) -> tuple[PyTree, PyTree, dict[str, Any]]:
-        """Restores checkpoint ``step`` against the structure of ``like_*``.
+    def meta(self, step: int) -> dict[str, Any]:
+        """The JSON metadata of checkpoint ``step`` (fingerprint, settings, progress).
 
         Raises:
-          CheckpointMismatchError: the checkpoint was written by another run (its
-            fingerprint differs), or cannot be read (corrupted, other structure).
+          CheckpointMismatchError: it cannot be read (the checkpoint is corrupted).
         """
         where = self.directory / str(step)
         try:
@@ -117,16 +146,50 @@ class Checkpointer:
         except Exception as error:  # noqa: BLE001 - any failure means: do not load
             raise CheckpointMismatchError(
                 f"cannot read the checkpoint metadata in {where}: {type(error).__name__}: "
-                f"{error}. The checkpoint is corrupted; delete {where} to resume from an "
-                "earlier one, or use another work directory."
+                f"{error}. The checkpoint is corrupted; move {where} away to resume from an "
+                "earlier one, or start over."
             ) from error
-        found = meta.get("fingerprint") if isinstance(meta, dict) else None
+        return meta if isinstance(meta, dict) else {}
+
+    def restore(
+        self,
+        step: int,
+        like_state: PyTree,
+        like_extra: PyTree,
+        expected_fingerprint: str,
+        settings: dict[str, Any] | None = None,
+    ) -> tuple[PyTree, PyTree, dict[str, Any]]:
+        """Restores checkpoint ``step`` against the structure of ``like_*``.
+
+        Args:
+          settings: this run's settings, as recorded in the checkpoints; when the
+            fingerprint differs, the error lists the settings that differ.
+
+        Raises:
+          CheckpointMismatchError: the checkpoint was written by another run (its
+            fingerprint differs: the message lists the settings that differ, or says
+            that the model differs), or cannot be read (corrupted, other structure).
+        """
+        where = self.directory / str(step)
+        meta = self.meta(step)
+        found = meta.get("fingerprint")
         if found != expected_fingerprint:
+            stored = meta.get("settings")
+            if settings is not None and stored is not None:
+                changed = differences(stored, settings)
+                reason = (
+                    f", with other settings: {'; '.join(changed)}"
+                    if changed
+                    else ", with the same settings but another model (its parameters' paths, "
+                    "shapes or dtypes differ)"
+                )
+            else:
+                reason = (
+                    ": another model or other settings (the checkpoint predates the record of "
+                    "a run's settings, so which ones differ cannot be said)"
+                )
             raise CheckpointMismatchError(
-                f"the checkpoint in {where} belongs to another run (fingerprint {found}, "
-                f"this run {expected_fingerprint}: a different model or method, "
-                f"checkpointed as {meta.get('description') if isinstance(meta, dict) else '?'}"
-                "). Use another work directory, or delete the old checkpoints."
+                f"the checkpoint in {where} belongs to another run{reason}."
             )
         try:
             restored = self._manager.restore(
@@ -139,8 +202,8 @@ class Checkpointer:
         except Exception as error:  # noqa: BLE001
             raise CheckpointMismatchError(
                 f"cannot restore the checkpoint in {where}: {type(error).__name__}: {error}. "
-                "It is corrupted or its structure differs from this run's; delete it or "
-                "use another work directory."
+                "It is corrupted or its structure differs from this run's; move it away to "
+                "resume from an earlier one, or start over."
             ) from error
         state = _from_saved(restored.state, like_state)
         extra = _from_saved(restored.extra, like_extra)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -113,26 +114,46 @@ class _Metrics:
 
 
 class _Interrupt:
-    """Turns SIGTERM into a checkpoint at the next step boundary, then exit 143."""
+    """Turns SIGTERM and Ctrl-C (SIGINT) into a checkpoint at the next step boundary.
+
+    Then the run stops: exit 143 after SIGTERM, ``KeyboardInterrupt`` after Ctrl-C.
+    A second Ctrl-C stops at once (the last checkpoint is kept).
+    """
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.signum = None
+        self._previous = {}
 
     def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
         return self
 
     def _handle(self, signum, frame):
-        del signum, frame
-        self.requested = True
+        del frame
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested, self.signum = True, signum
+        if signum == signal.SIGINT:
+            print(
+                "\nCtrl-C: saving a checkpoint after this step (Ctrl-C again to stop at once)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def stop(self):
+        """Leaves the run after its checkpoint: exit 143 (SIGTERM) or ``KeyboardInterrupt``."""
+        if self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(143)
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def fit(
@@ -193,7 +214,7 @@ def fit(
             if not run.train_epoch(interrupt, stop_after_steps):
                 run.close()
                 if interrupt.requested:
-                    raise SystemExit(143)
+                    interrupt.stop()
                 return None  # type: ignore[return-value]
             run.end_epoch()
     run.close()
@@ -282,7 +303,7 @@ class _Run:
         latest = self.checkpointer.latest_step()
         if latest is not None:
             self.state, self.extra, meta = self.checkpointer.restore(
-                latest, self.state, self.extra, self.run_id
+                latest, self.state, self.extra, self.run_id, self.settings
             )
             self.progress = Progress(**meta["progress"])
         self.metrics = _Metrics(self.workdir / "metrics.jsonl", latest)
@@ -303,6 +324,7 @@ class _Run:
     def save(self) -> None:
         meta = {
             "fingerprint": self.run_id,
+            "settings": self.settings,  # lets a mismatch name the settings that differ
             "description": dataclasses.asdict(self.config.method),
             "progress": dataclasses.asdict(self.progress),
         }

@@ -455,16 +455,19 @@ def _non_default(config: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
 
 def _post_hoc(method, params, model_state, anchor, heldout, config, placement):
     """The method's post-hoc step (TPGM's) on the selected params, one held-out batch at a
-    time (one compile; the radii carried from batch to batch)."""
-    post_hoc = jax.jit(
-        lambda params, batches, state: method.post_hoc(
-            params, batches, anchor=anchor, state=state, model_state=model_state
-        )
-    )
+    time, the radii carried from batch to batch. Two compiles (the first call starts
+    the state); the params, anchor and batch statistics are arguments, not constants
+    baked into the program."""
+
+    def step(params, batches, state, anchor, model_state):
+        return method.post_hoc(params, batches, anchor=anchor, state=state, model_state=model_state)
+
+    post_hoc = jax.jit(step)
     source = heldout_batches(heldout, config.batch_size, 0, placement)
     projected, state = params, None
     for _ in range(method.post_hoc_iters):
-        projected, state, _ = post_hoc(params, placement.heldout_batches([next(source)]), state)
+        batches = placement.heldout_batches([next(source)])
+        projected, state, _ = post_hoc(params, batches, state, anchor, model_state)
     return projected
 
 

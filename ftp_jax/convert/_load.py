@@ -67,8 +67,8 @@ from ftp_jax.convert._torch_pickle import (
     read_torch_file,
     scan_torch_file,
 )
-from ftp_jax.models.clip_resnet import AttentionPool2d, CLIPResNet
-from ftp_jax.models.resnet import ResNet
+from ftp_jax.models.clip_resnet import AttentionPool2d
+from ftp_jax.models.kinds import MODEL_KINDS
 from ftp_jax.models.vit import MultiHeadSelfAttention, VisionTransformer
 
 __all__ = [
@@ -83,12 +83,9 @@ __all__ = [
     "torch_key_map",
 ]
 
-#: Checkpoint kinds, the model class each loads into, and the files they come from.
-KINDS: dict[str, type] = {
-    "torchvision_resnet50": ResNet,  # torchvision / timm ResNet-50, MoCo v3 r-50 (.pth.tar)
-    "clip_resnet50": CLIPResNet,  # OpenAI CLIP RN50.pt (TorchScript), open_clip RN50
-    "clip_vit_b16": VisionTransformer,  # OpenAI CLIP ViT-B-16.pt, open_clip ViT-B-16
-}
+#: Checkpoint kinds and the model class each loads into (from ``models.MODEL_KINDS``, which
+#: also says which files each reads).
+KINDS: dict[str, type] = {name: kind.model_class for name, kind in MODEL_KINDS.items()}
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network")
 _DISFAVORED_PREFIXES = ("momentum", "ema", "teacher", "target")

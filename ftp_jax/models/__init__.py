@@ -14,13 +14,20 @@ from ftp_jax._extras import require_extra
 require_extra("train", "ftp_jax.models")
 
 from ftp_jax.models.clip_resnet import AttentionPool2d, CLIPResNet, clip_resnet50
+from ftp_jax.models.kinds import MODEL_KINDS, ModelKind, build_model  # noqa: I001 (after the models)
 from ftp_jax.models.resnet import ResNet, resnet50
-from ftp_jax.models.row_rules import ROW_AXES, clip_row_axes
+from ftp_jax.models.row_rules import clip_row_axes
 from ftp_jax.models.small_cnn import SmallCNN, replace_head
 from ftp_jax.models.vit import VisionTransformer, clip_vit_b16
 
+#: The row axes of each model kind (see :data:`MODEL_KINDS`).
+ROW_AXES = {name: kind.row_axes for name, kind in MODEL_KINDS.items()}
+
 __all__ = [
+    "MODEL_KINDS",
+    "ModelKind",
     "ROW_AXES",
+    "build_model",
     "AttentionPool2d",
     "CLIPResNet",
     "ResNet",

@@ -42,7 +42,7 @@ import numpy as np
 from ftp_jax._paths import LeafRule
 from ftp_jax._row_axes import flax_row_axes
 
-__all__ = ["clip_row_axes", "ROW_AXES"]
+__all__ = ["clip_row_axes"]
 
 # Raw parameters stored in PyTorch layout: (name, ndim) -> kept axes (PyTorch's axis 0).
 _TORCH_LAYOUT_PARAMS = {("positional_embedding", 2): (0,), ("proj", 2): (0,)}
@@ -65,10 +65,3 @@ axis 0 (they are stored in PyTorch's layout, whose axis 0 the reference keeps);
 every other leaf follows :data:`ftp_jax.flax_row_axes`. Pass it as
 ``ftp(..., row_axes=ftp_jax.models.clip_row_axes)``.
 """
-
-#: The row axes of each converter ``kind`` (see :func:`ftp_jax.convert.load_pretrained`).
-ROW_AXES = {
-    "torchvision_resnet50": flax_row_axes,
-    "clip_resnet50": clip_row_axes,
-    "clip_vit_b16": clip_row_axes,
-}

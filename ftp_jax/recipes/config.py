@@ -7,11 +7,12 @@ import dataclasses
 import numpy as np
 
 from ftp_jax.data.imagenet_classes import CLASS_SUBSETS, class_subset_indices
+from ftp_jax.models.kinds import MODEL_KINDS
 from ftp_jax.train.config import MethodConfig, TrainConfig
 
 __all__ = ["RecipeConfig", "MODELS", "domainnet", "imagenet_vit_posthoc"]
 
-MODELS = ("torchvision_resnet50", "clip_resnet50", "clip_vit_b16")
+MODELS = tuple(MODEL_KINDS)  # the model kinds' names: ftp_jax.models.MODEL_KINDS
 DOMAINNET_OOD = (
     "domainnet/sketch",
     "domainnet/painting",

@@ -37,32 +37,20 @@ def build_model(config: RecipeConfig, *, rngs: nnx.Rngs, **overrides: Any) -> nn
     """The recipe's model with a fresh ``head`` of ``num_classes`` (random weights).
 
     ``overrides`` (e.g. ``width``, ``layers``) build a smaller model of the same
-    structure, for smoke tests.
+    structure, for smoke tests. The kinds: :data:`ftp_jax.models.MODEL_KINDS`.
     """
     from ftp_jax import models
 
-    if config.model == "torchvision_resnet50":
-        if overrides:
-            return models.ResNet(config.num_classes, rngs=rngs, **overrides)
-        return models.resnet50(config.num_classes, rngs=rngs)
-    if config.model == "clip_resnet50":
-        if overrides:
-            return models.CLIPResNet(
-                config.num_classes, image_size=config.image_size, rngs=rngs, **overrides
-            )
-        return models.clip_resnet50(config.num_classes, image_size=config.image_size, rngs=rngs)
-    if overrides:
-        return models.VisionTransformer(
-            config.num_classes, image_size=config.image_size, rngs=rngs, **overrides
-        )
-    return models.clip_vit_b16(config.num_classes, image_size=config.image_size, rngs=rngs)
+    return models.build_model(
+        config.model, config.num_classes, image_size=config.image_size, rngs=rngs, **overrides
+    )
 
 
 def row_axes_of(config: RecipeConfig):
     """FTP's row rule for the recipe's model (the reference's rows)."""
-    from ftp_jax import flax_row_axes, models
+    from ftp_jax import models
 
-    return flax_row_axes if config.model == "torchvision_resnet50" else models.clip_row_axes
+    return models.MODEL_KINDS[config.model].row_axes
 
 
 def _split(name_split: tuple[str, str], percent: int = 100) -> tuple[str, str]:

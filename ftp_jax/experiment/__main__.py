@@ -1,7 +1,8 @@
 """``python -m ftp_jax.experiment``: the default robust fine-tuning experiment, offline.
 
-Prepares the digit datasets (no download), pre-trains a small CNN on MNIST-5k
-(cached), fine-tunes it on 10% of UCI digits with every method and seed, and
+Prepares six renditions of the digits (no download), pre-trains a small CNN on
+five of them (cached), fine-tunes it on 100% and 10% of ``photo`` with every
+method and seed (the peers tuned on validation), tests on the five others, and
 writes ``results.md``, ``results.json`` and PNG plots to ``<workdir>/results``.
 Run again in the same work directory to resume an interrupted run.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+from pathlib import Path
 
 from ftp_jax.experiment.config import default_config, quick
 from ftp_jax.experiment.run import run_experiment
@@ -38,10 +40,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--config",
-        help="a config file with get_config() (default: the "
-        "digits experiment, experiments/configs/digits.py)",
+        help="a config file with get_config() (default: the renditions experiment, "
+        "experiments/configs/renditions.py)",
     )
-    parser.add_argument("--workdir", default="runs/digits", help="default: %(default)s")
+    parser.add_argument(
+        "--workdir",
+        help="default: runs/renditions, or runs/<name> for --config <dir>/<name>.py",
+    )
     parser.add_argument("--quick", action="store_true", help="a fast run for tests")
     parser.add_argument(
         "--set",
@@ -56,9 +61,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         config = quick(config)
     config = apply_overrides(config, args.set)
+    if args.workdir is None:
+        args.workdir = f"runs/{Path(args.config).stem if args.config else 'renditions'}"
     results = run_experiment(config, args.workdir, progress=not args.no_progress)
     print(f"\nwrote {args.workdir}/results/results.md ({results['seconds']:.0f} s)")
-    print((__import__("pathlib").Path(args.workdir) / "results" / "results.md").read_text())
+    print((Path(args.workdir) / "results" / "results.md").read_text())
 
 
 if __name__ == "__main__":

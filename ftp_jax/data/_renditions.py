@@ -384,9 +384,8 @@ def rendition_arrays(rendition: str) -> tuple[np.ndarray, np.ndarray]:
 
 def rendition_split(rendition: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(source_indices, images, labels)`` of one split of ``rendition``, in source order."""
+    if split not in _digits.SPLIT_FRACTIONS:
+        raise ValueError(f"unknown split {split!r}; expected one of {tuple(_digits.SPLIT_FRACTIONS)}.")
     images, labels = rendition_arrays(rendition)
-    splits = _digits.split_indices(len(labels))
-    if split not in splits:
-        raise ValueError(f"unknown split {split!r}; expected one of {tuple(splits)}.")
-    indices = splits[split]
+    indices = _digits.split_indices(len(labels))[split]
     return indices, images[indices], labels[indices]

@@ -103,7 +103,7 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
             }
             speeds = [r["speed"] for r in runs if r.get("speed") and r["speed"]["steps"]]
             if speeds and "wise_ft_source" not in row:
-                row["steps_per_s"] = _stats([s["steps"] / s["seconds"] for s in speeds])
+                row["steps_per_s"] = _stats([1.0 / s["median_step_seconds"] for s in speeds])
             regime_rows.append(row)
         reference = next((r for r in regime_rows if r["label"] == reference_label), None)
         for row in regime_rows:
@@ -170,16 +170,19 @@ def _markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         lines += [
             "",
             "Tuning: a row with a `chosen` value tried each value of its grid on seed(s) "
-            f"{config.get('tune_seeds', [0])} and kept the best by validation accuracy; "
+            f"{', '.join(map(str, config.get('tune_seeds', [0])))} and kept the best by "
+            f"`{_short(config['id_dataset'])}` validation accuracy; "
             "`settings` counts the values tried, `runs` the training runs the row needed "
             "(WiSE-FT: alphas evaluated, no training of its own).",
         ]
     if speeds:
         lines += [
             "",
-            "Speed: training steps per second of the row's runs (compile, evaluation and "
-            f"checkpoints excluded), and relative to `{config.get('speed_reference')}` in the "
-            "same run. Δ: difference of means from "
+            "Speed: training steps per second of the row's runs, from the median step time "
+            "of each run (a step: the optimizer step, TPGM's projection update and the host's "
+            "read of the step's metrics; compilation, evaluation and checkpoints excluded), "
+            f"and relative to `{config.get('speed_reference')}` in the same run. "
+            "Δ: difference of means from "
             f"`{config.get('speed_reference')}`, in **bold** when larger than "
             f"{NOISE_FACTOR:g} standard errors of the difference (the seed noise).",
         ]

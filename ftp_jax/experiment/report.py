@@ -431,7 +431,9 @@ def _plot_ood_vs_speed(results: dict[str, Any], rows: list[dict[str, Any]], path
         for row in (row for row in timed if row["regime"] == regime):
             x, y = row["speed_vs_reference"], 100 * row["OOD avg"]["mean"]
             axis.errorbar(x, y, yerr=100 * row["OOD avg"]["std"], fmt="o", capsize=3)
-            axis.annotate(row["label"], (x, y), fontsize=7, xytext=(4, 2), textcoords="offset points")
+            axis.annotate(
+                row["label"], (x, y), fontsize=7, xytext=(4, 2), textcoords="offset points"
+            )
         axis.set_xlabel(f"training steps/s relative to {results['config']['speed_reference']}")
         axis.set_ylabel("OOD average accuracy (%)")
         axis.set_title(f"{regime}% of the ID train split: OOD accuracy vs speed")
@@ -481,9 +483,7 @@ def _plot_radii(results: dict[str, Any], path: Path) -> bool:
 def _plot_samples(samples: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
     """Two examples of every class from each test set, one set per pair of rows."""
     plt = _pyplot()
-    figure, axes = plt.subplots(
-        len(samples), 1, figsize=(8, 1.75 * len(samples)), squeeze=False
-    )
+    figure, axes = plt.subplots(len(samples), 1, figsize=(8, 1.75 * len(samples)), squeeze=False)
     for axis, (name, (images, labels)) in zip(axes[:, 0], samples.items(), strict=True):
         picks = [np.flatnonzero(labels == c)[k] for k in range(2) for c in range(10)]
         tiles = images[picks]

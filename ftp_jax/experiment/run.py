@@ -147,16 +147,12 @@ class _Stage:
     def run(self, row: MethodRun, value: float | None, seed: int) -> dict[str, Any]:
         finetune = self.config.regime_finetune(self.regime)
         method = row.method if value is None else row.with_setting(value, finetune.epochs)
-        run_config = dataclasses.replace(
-            finetune, method=method, seed=seed, progress=self.progress
-        )
+        run_config = dataclasses.replace(finetune, method=method, seed=seed, progress=self.progress)
         relative = _run_dir(self.config, self.regime, row, value, seed)
         run_dir = self.workdir / relative
         train = _TimedTrainData(ArrayTrainData(*self.id_train, run_config.batch_size))
         started = time.perf_counter()
-        model = _finetuning_model(
-            self.config, seed, self.workdir / "pretrain", row.pretrained_head
-        )
+        model = _finetuning_model(self.config, seed, self.workdir / "pretrain", row.pretrained_head)
         result = fit(model, run_config, train, self.id_val, self.tests, run_dir)
         speed_path = run_dir / "speed.json"
         if train.durations:  # trained now (not a finished run read back): record the speed
@@ -195,7 +191,9 @@ class _Stage:
                 f"values of its grid {row.tune}={row.grid} give the same run; choose values "
                 "that differ there (an lp_share becomes a whole number of epochs)."
             )
-        trials = [self.run(row, value, seed) for value in row.grid for seed in self.config.tune_seeds]
+        trials = [
+            self.run(row, value, seed) for value in row.grid for seed in self.config.tune_seeds
+        ]
         chosen = _choose(trials, row.tune, row.grid)
         rest = [self.run(row, chosen, s) for s in seeds if s not in self.config.tune_seeds]
         runs = trials + rest
@@ -278,11 +276,16 @@ def wise_ft_sweep(
                     for key in ("regime", "seed", "best_epoch", "skipped_steps", "steps", "speed")
                 }
                 if alpha == 1.0:  # exactly the fine-tuned model
-                    evaluated = {"validation": source_run["validation"], "tests": source_run["tests"]}
+                    evaluated = {
+                        "validation": source_run["validation"],
+                        "tests": source_run["tests"],
+                    }
                 else:
                     params = ftp_jax.wise_ft(anchor, finetuned, alpha, mask=mask)
                     evaluated = {
-                        "validation": evaluate(eval_step, params, model_state, validation, batch_size),
+                        "validation": evaluate(
+                            eval_step, params, model_state, validation, batch_size
+                        ),
                         "tests": {
                             s.name: evaluate(eval_step, params, model_state, s, batch_size)
                             for s in tests

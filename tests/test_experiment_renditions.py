@@ -32,7 +32,11 @@ def _tiny() -> ExperimentConfig:
     config = quick(default_config())
     return dataclasses.replace(
         config,
-        methods=tuple(row for row in config.methods if row.label in KEPT),
+        methods=tuple(
+            dataclasses.replace(row, grid=(0.1, 10.0)) if row.tune else row
+            for row in config.methods
+            if row.label in KEPT
+        ),
         pretrain=dataclasses.replace(config.pretrain, eval_batch_size=100),
         finetune=dataclasses.replace(config.finetune, epochs=1, eval_batch_size=100),
         regimes=tuple(dataclasses.replace(r, epochs=1) for r in config.regimes),

@@ -353,10 +353,12 @@ def default_config() -> ExperimentConfig:
 
 
 def quick(config: ExperimentConfig) -> ExperimentConfig:
-    """A fast version for tests: one seed, few epochs, small subsets, grids of two.
+    """A fast version for tests: one seed, two epochs, small subsets.
 
-    Digit-scale OOD lists keep three sets; LP-FT rows keep their share of
-    linear-probe epochs (at least 1, fewer than the run's).
+    Long OOD lists keep three sets; LP-FT rows keep their share of linear-probe
+    epochs (at least 1, fewer than the run's); grids keep their first and last
+    values (an LP-FT share its first), or only the first with several regimes;
+    validation and test sets their first 200 examples with several regimes.
     """
     epochs = 2
     methods = []
@@ -367,8 +369,9 @@ def quick(config: ExperimentConfig) -> ExperimentConfig:
                 lp_epochs=_scaled_epochs(row.method.lp_epochs, config.finetune.epochs, epochs),
             )
             row = dataclasses.replace(row, method=method)
-        if row.grid:  # two values; one share of two epochs (1 of 2 whatever the share)
-            grid = (row.grid[0],) if row.tune == LP_SHARE else (row.grid[0], row.grid[-1])
+        if row.grid:  # an LP-FT share of two epochs is 1 of 2, whatever the share
+            several = row.tune == LP_SHARE or len(config.regimes) > 1
+            grid = (row.grid[0],) if several else (row.grid[0], row.grid[-1])
             row = dataclasses.replace(row, grid=grid)
         methods.append(row)
     ood = config.ood_datasets
@@ -384,6 +387,8 @@ def quick(config: ExperimentConfig) -> ExperimentConfig:
         tune_seeds=config.seeds[:1],
         ood_datasets=ood,
         train_subset=512,
+        eval_subset=200 if len(config.regimes) > 1 else config.eval_subset,
+        wise_ft_alphas=config.wise_ft_alphas[::2] if config.wise_ft_tune else config.wise_ft_alphas,
     )
 
 

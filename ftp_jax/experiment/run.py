@@ -45,6 +45,9 @@ def wise_ft_tuned_label(source: str) -> str:
 
 
 def _arrays(name: str, split: str, data_dir: Path, limit: int = 0):
+    """A split as float images in [0, 1] and int32 labels; its first ``limit`` examples."""
+    if limit and "[" not in split:  # read only those (a sliced split is read whole)
+        split = f"{split}[:{limit}]"
     images, labels = data.load_arrays(name, split, data_dir)
     if limit:
         images, labels = images[:limit], labels[:limit]

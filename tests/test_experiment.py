@@ -1,4 +1,4 @@
-"""The default experiment end to end, in --quick mode, through its command line."""
+"""The digits experiment end to end, in --quick mode, through its command line."""
 
 from __future__ import annotations
 
@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 
 from ftp_jax.experiment.__main__ import main
-from ftp_jax.experiment.config import default_config, quick
+from ftp_jax.experiment.config import digits_config, quick
 from ftp_jax.experiment.run import wise_ft_label
 
 ROOT = Path(__file__).resolve().parent.parent
+DIGITS = str(ROOT / "experiments" / "configs" / "digits.py")
 
 
 @pytest.fixture(scope="module")
 def quick_run():
     workdir = Path(tempfile.mkdtemp(prefix="ftp_jax_experiment_"))
-    main(["--quick", "--no-progress", "--workdir", str(workdir)])
+    main(["--quick", "--no-progress", "--config", DIGITS, "--workdir", str(workdir)])
     yield workdir
     shutil.rmtree(workdir, ignore_errors=True)
 
@@ -30,8 +31,8 @@ def test_writes_table_json_and_plots(quick_run):
     for name in ("results.md", "results.json", "id_vs_ood.png", "radii.png"):
         assert (results_dir / name).stat().st_size > 0, name
     results = json.loads((results_dir / "results.json").read_text())
-    config = quick(default_config())
-    wise = [wise_ft_label(a, config.wise_ft_source) for a in config.wise_ft_alphas]
+    config = quick(digits_config())
+    wise = [wise_ft_label(a, "vanilla (SGD)") for a in config.wise_ft_alphas]
     labels = [row.label for row in config.methods] + wise
     assert len(wise) == 5
     assert [row["label"] for row in results["summary"]] == labels
@@ -68,8 +69,8 @@ def test_peer_rows(quick_run):
     assert "WiSE-FT α=a" in (quick_run / "results" / "results.md").read_text()
 
 
-def test_default_config_rows():
-    config = default_config()
+def test_digits_config_rows():
+    config = digits_config()
     names = {row.label: row.method.name for row in config.methods}
     assert names["L2-SP (SGD)"] == "l2sp" and names["MARS-PGM (SGD)"] == "mars_pgm"
     assert names["SPD (SGD)"] == "spd" and names["LP-FT (SGD)"] == "lp_ft"
@@ -84,14 +85,14 @@ def test_default_config_rows():
 
 def test_wise_ft_source_must_be_a_row():
     with pytest.raises(ValueError, match=r"wise_ft_source 'nope' is not a row"):
-        dataclasses.replace(default_config(), wise_ft_source="nope")
+        dataclasses.replace(digits_config(), wise_ft_sources=("nope",))
     with pytest.raises(ValueError, match=r"wise_ft_alphas must be numbers in \[0, 1\]"):
-        dataclasses.replace(default_config(), wise_ft_alphas=(0.5, 2.0))
+        dataclasses.replace(digits_config(), wise_ft_alphas=(0.5, 2.0))
 
 
 def test_rerun_reuses_finished_stages(quick_run):
     before = json.loads((quick_run / "results" / "results.json").read_text())
-    main(["--quick", "--no-progress", "--workdir", str(quick_run)])
+    main(["--quick", "--no-progress", "--config", DIGITS, "--workdir", str(quick_run)])
     after = json.loads((quick_run / "results" / "results.json").read_text())
     assert after["runs"] == before["runs"]
     # The record keeps the first complete run's time and adds the rerun's.
@@ -108,7 +109,7 @@ def test_config_file_and_unknown_key(quick_run, capsys):
             "--workdir",
             str(quick_run),
             "--config",
-            str(ROOT / "experiments" / "configs" / "digits.py"),
+            DIGITS,
             "--set",
             "finetune.epoch=3",
         ]

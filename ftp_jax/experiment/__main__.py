@@ -1,13 +1,14 @@
 """``python -m ftp_jax.experiment``: the default robust fine-tuning experiment, offline.
 
-Prepares the digit datasets (no download), pre-trains a small CNN on MNIST-5k
-(cached), fine-tunes it on 10% of UCI digits with every method and seed, and
+Prepares six renditions of the digits (no download), pre-trains a small CNN on
+five of them (cached), fine-tunes it on 100% and 10% of ``photo`` with every
+method and seed (the peers tuned on validation), tests on the five others, and
 writes ``results.md``, ``results.json`` and PNG plots to ``<workdir>/results``.
 Run the same command again to resume an interrupted run (Ctrl-C saves a
 checkpoint first); ``--fresh`` starts over.
 
 The config is a Python file whose get_config() returns an ExperimentConfig
-(default: the digits experiment, experiments/configs/digits.py); --set KEY=VALUE
+(default: the renditions experiment, experiments/configs/renditions.py); --set KEY=VALUE
 changes any key of it, --print-config shows them all.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ftp_jax import cli
 
@@ -31,9 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config",
         help="a config file whose get_config() returns an ExperimentConfig (default: the "
-        "digits experiment, experiments/configs/digits.py)",
+        "renditions experiment, experiments/configs/renditions.py)",
     )
-    parser.add_argument("--workdir", help="default: runs/digits (with --quick: runs/digits_quick)")
+    parser.add_argument(
+        "--workdir",
+        help="default: runs/renditions, or runs/<name> for --config <dir>/<name>.py (with "
+        "--quick: the same with _quick)",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="a one-minute version (1 seed, 2 epochs, subsets)"
     )
@@ -45,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns its exit code (see ``--help``)."""
     args = build_parser().parse_args(argv)
     if args.workdir is None:  # a quick run never meets the full run's work directory
-        args.workdir = "runs/digits_quick" if args.quick else "runs/digits"
+        name = Path(args.config).stem if args.config else "renditions"
+        args.workdir = f"runs/{name}_quick" if args.quick else f"runs/{name}"
     return cli.run(lambda: _main(args), debug=args.debug, workdir=args.workdir)
 
 
@@ -78,7 +85,6 @@ def _main(args: argparse.Namespace) -> int:
     cli.quiet(progress=not args.no_progress)
     if args.fresh:
         cli.start_fresh(args.workdir)
-    from pathlib import Path
 
     from ftp_jax.experiment.run import run_experiment
 

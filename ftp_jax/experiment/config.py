@@ -1,20 +1,111 @@
-"""The default experiment's configuration: pre-train on one digit domain, fine-tune on another."""
+"""The experiments' configuration: pre-train (cached), fine-tune every method, report.
+
+Two experiments share this machinery (``default_config()`` and ``digits_config()``):
+
+- ``renditions`` (the default): six renditions of the digits (a small DomainNet,
+  ``ftp_jax.data._renditions``); pre-train on five, fine-tune on ``photo`` at
+  100% and 10% of its training split, test on the five others.
+- ``digits``: pre-train on MNIST-5k, fine-tune on 10% of UCI digits, test on
+  MNIST-5k and MNIST-C-style corruptions of both.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 from ftp_jax.train.config import MethodConfig, TrainConfig
 
-__all__ = ["ExperimentConfig", "MethodRun", "default_config", "quick"]
+__all__ = [
+    "ExperimentConfig",
+    "MethodRun",
+    "Regime",
+    "default_config",
+    "digits_config",
+    "lp_epochs_of_share",
+    "quick",
+    "renditions_config",
+]
+
+# A tunable that is not a MethodConfig field: LP-FT's linear-probe share of the epochs.
+LP_SHARE = "lp_share"
 
 
 @dataclasses.dataclass(frozen=True)
 class MethodRun:
-    """One row of the results table: a label and the method it runs."""
+    """One row of the results table: a label, the method it runs, and how it is tuned.
+
+    Attributes:
+      label: the row's name in the table (and, slugged, its work directory).
+      method: the method and its base optimizer.
+      tune: a hyper-parameter chosen on the ID validation split from ``grid``: a
+        numeric field of :class:`MethodConfig` (``l2sp_alpha``, ``pgm_radius``,
+        ``spd_strength``, ...) or ``"lp_share"`` (LP-FT: the share of the epochs
+        spent as a linear probe, turned into ``lp_epochs`` for each regime).
+        ``""`` = nothing tuned (the row runs ``method`` as it is).
+      grid: the candidate values of ``tune``, each trained on the experiment's
+        ``tune_seeds``; the best by mean validation accuracy is then trained on
+        the remaining seeds.
+      pretrained_head: start from the pre-trained model's own head instead of a
+        new one (the analogue of CLIP's zero-shot head); needs the pre-training
+        and fine-tuning label sets to agree.
+    """
 
     label: str
     method: MethodConfig
+    tune: str = ""
+    grid: tuple[float, ...] = ()
+    pretrained_head: bool = False
+
+    def __post_init__(self):
+        if bool(self.tune) != bool(self.grid):
+            raise ValueError(
+                f"row {self.label!r}: `tune` and `grid` go together (a hyper-parameter and its "
+                f"candidate values); got tune={self.tune!r}, grid={self.grid!r}."
+            )
+        if not self.tune:
+            return
+        fields = {f.name for f in dataclasses.fields(MethodConfig)}
+        if self.tune != LP_SHARE and self.tune not in fields:
+            raise ValueError(
+                f"row {self.label!r}: `tune` {self.tune!r} is neither a MethodConfig field nor "
+                f"{LP_SHARE!r}; fields: {sorted(fields)}."
+            )
+        if self.tune == LP_SHARE and self.method.name != "lp_ft":
+            raise ValueError(f"row {self.label!r}: tune={LP_SHARE!r} needs method 'lp_ft'.")
+        for value in self.grid:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"row {self.label!r}: grid values must be numbers, got {value!r}.")
+            if self.tune == LP_SHARE and not 0.0 < value < 1.0:
+                raise ValueError(f"row {self.label!r}: an lp_share must be in (0, 1), got {value}.")
+        if len(set(self.grid)) != len(self.grid):
+            raise ValueError(f"row {self.label!r}: grid {self.grid} repeats a value.")
+
+    def with_setting(self, value: float, epochs: int) -> MethodConfig:
+        """``method`` with ``tune`` set to ``value`` (a run of ``epochs`` epochs)."""
+        if self.tune == LP_SHARE:
+            return dataclasses.replace(self.method, lp_epochs=lp_epochs_of_share(value, epochs))
+        current = getattr(self.method, self.tune)
+        if isinstance(current, int) and not isinstance(current, bool):
+            value = int(value)
+        return dataclasses.replace(self.method, **{self.tune: value})
+
+
+@dataclasses.dataclass(frozen=True)
+class Regime:
+    """A fine-tuning data regime: ``percent`` of the ID train split.
+
+    ``epochs`` and ``batch_size`` replace the shared ``finetune`` schedule's
+    (0 = keep it): a small split needs more epochs for the same number of steps.
+    """
+
+    percent: int
+    epochs: int = 0
+    batch_size: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.percent}%"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,51 +114,92 @@ class ExperimentConfig:
 
     Attributes:
       data_dir: where the TFDS datasets are prepared ("" = ``<workdir>/data``).
-      pretrain_dataset: the pre-training domain (its train/validation splits).
+      pretrain_dataset: the pre-training domain, or several (their train splits
+        concatenated; their validation splits, concatenated, select the epoch).
+      channels: image channels (1 = grey, 3 = RGB) of the model's input.
       pretrain: the pre-training run (a vanilla run of a fresh model).
       id_dataset: the fine-tuning (in-distribution) domain.
-      id_percent: percent of its train split used for fine-tuning.
+      regimes: the fine-tuning data regimes (percent of the ID train split), each
+        with every row of the table.
       ood_datasets: ``(name, split)`` of every out-of-distribution test set.
       finetune: the fine-tuning schedule shared by every method (its ``method``
-        is replaced by each row's).
+        is replaced by each row's; its epochs and batch size by a regime's).
       methods: the rows of the table.
       seeds: fine-tuning seeds (the new head's initialization and the data order).
+      tune_seeds: the seeds on which a row's ``grid`` is tried (a subset of
+        ``seeds``); the chosen value is run on the others.
       train_subset: use only this many training examples of each stage (0 = all;
-        for quick runs).
-      wise_ft_alphas: WiSE-FT: for each alpha, one more row of the table: the
-        fine-tuned models of the ``wise_ft_source`` row (one per seed),
-        interpolated with the pre-trained weights (the new head stays
-        fine-tuned); () = no WiSE-FT rows.
-      wise_ft_source: the label of the row whose fine-tuned models WiSE-FT
-        interpolates.
+        for quick runs; split evenly over several pre-training domains).
+      eval_subset: evaluate on only the first this many examples of every
+        validation and test set (0 = all; for tests).
+      wise_ft_alphas: WiSE-FT: the mixing weights evaluated for each source row:
+        its fine-tuned models (one per seed) interpolated with the pre-trained
+        weights (a new head keeps its fine-tuned weights; a pre-trained head is
+        interpolated too); () = no WiSE-FT.
+      wise_ft_sources: the labels of the rows whose models WiSE-FT interpolates.
+      wise_ft_tune: also report, per source, WiSE-FT with the alpha chosen on the
+        ID validation split (on ``tune_seeds``), as a row of the main table; the
+        whole sweep then goes to a table of its own.
+      speed_reference: the row whose training steps/s the others are compared to.
+      compilation_cache: keep XLA's compiled steps in ``<workdir>/jax_cache``: the
+        seeds of a row (and a resumed run) reuse them instead of compiling again.
     """
 
     data_dir: str = ""
-    pretrain_dataset: str = "mnist5k"
+    pretrain_dataset: str | tuple[str, ...] = "mnist5k"
+    channels: int = 1
     pretrain: TrainConfig = TrainConfig()
     id_dataset: str = "uci_digits"
-    id_percent: int = 10
+    regimes: tuple[Regime, ...] = (Regime(10),)
     ood_datasets: tuple[tuple[str, str], ...] = ()
     finetune: TrainConfig = TrainConfig()
     methods: tuple[MethodRun, ...] = ()
     seeds: tuple[int, ...] = (0, 1, 2)
+    tune_seeds: tuple[int, ...] = (0,)
     train_subset: int = 0
+    eval_subset: int = 0
     wise_ft_alphas: tuple[float, ...] = ()
-    wise_ft_source: str = "vanilla (SGD)"
+    wise_ft_sources: tuple[str, ...] = ("vanilla (SGD)",)
+    wise_ft_tune: bool = False
+    speed_reference: str = "vanilla (SGD)"
+    compilation_cache: bool = False
 
     def __post_init__(self):
+        labels = [row.label for row in self.methods]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"the rows' labels must differ; got {labels}.")
+        if not self.regimes or len({r.percent for r in self.regimes}) != len(self.regimes):
+            raise ValueError(f"regimes must be non-empty with distinct percents: {self.regimes}.")
+        if not set(self.tune_seeds) <= set(self.seeds) or not self.tune_seeds:
+            raise ValueError(
+                f"tune_seeds {self.tune_seeds} must be a non-empty subset of seeds {self.seeds}."
+            )
         if not self.wise_ft_alphas:
             return
-        labels = [row.label for row in self.methods]
-        if self.wise_ft_source not in labels:
-            raise ValueError(
-                f"wise_ft_source {self.wise_ft_source!r} is not a row of the table; rows: {labels}."
-            )
+        for source in self.wise_ft_sources:
+            if source not in labels:
+                raise ValueError(
+                    f"wise_ft_source {source!r} is not a row of the table; rows: {labels}."
+                )
         for alpha in self.wise_ft_alphas:
             if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
                 raise ValueError(f"wise_ft_alphas must be numbers in [0, 1], got {alpha!r}.")
             if not 0.0 <= alpha <= 1.0:
                 raise ValueError(f"wise_ft_alphas must be numbers in [0, 1], got {alpha!r}.")
+
+    @property
+    def pretrain_datasets(self) -> tuple[str, ...]:
+        if isinstance(self.pretrain_dataset, str):
+            return (self.pretrain_dataset,)
+        return tuple(self.pretrain_dataset)
+
+    def regime_finetune(self, regime: Regime) -> TrainConfig:
+        """The shared ``finetune`` schedule with ``regime``'s epochs and batch size."""
+        return dataclasses.replace(
+            self.finetune,
+            epochs=regime.epochs or self.finetune.epochs,
+            batch_size=regime.batch_size or self.finetune.batch_size,
+        )
 
 
 CORRUPTIONS = (
@@ -79,8 +211,14 @@ CORRUPTIONS = (
     "translate",
 )
 
+_SGD = dict(optimizer="sgd", learning_rate=1e-2, momentum=0.9)
+_ADAMW = dict(optimizer="adamw", learning_rate=1e-3)
+# TPGM's defaults in the reference's DomainNet runs: a projection update after
+# every step, one radius step of Adam(1e-2) on a held-out batch.
+_TPGM = dict(name="tpgm", proj_freq=1, max_iters=1, radius_learning_rate=1e-2)
 
-def default_config() -> ExperimentConfig:
+
+def digits_config() -> ExperimentConfig:
     """MNIST-5k pre-training, UCI-digits fine-tuning (10% of train), 10 methods x 3 seeds.
 
     Plus WiSE-FT of the vanilla (SGD) models at 5 mixing weights (5 more rows).
@@ -90,22 +228,17 @@ def default_config() -> ExperimentConfig:
     selected step cannot increase the distance from the anchor), LP-FT 10 of the
     30 epochs as a linear probe.
     """
-    sgd = dict(optimizer="sgd", learning_rate=1e-2, momentum=0.9)
-    adamw = dict(optimizer="adamw", learning_rate=1e-3)
     methods = (
-        MethodRun("vanilla (SGD)", MethodConfig(name="vanilla", **sgd)),
-        MethodRun("linear probe (SGD)", MethodConfig(name="linear_probe", **sgd)),
-        MethodRun("FTP (SGD)", MethodConfig(name="ftp", **sgd)),
-        MethodRun(
-            "TPGM (SGD)",
-            MethodConfig(name="tpgm", proj_freq=1, max_iters=1, radius_learning_rate=1e-2, **sgd),
-        ),
-        MethodRun("L2-SP (SGD)", MethodConfig(name="l2sp", l2sp_alpha=1.0, l2sp_beta=0.01, **sgd)),
-        MethodRun("MARS-PGM (SGD)", MethodConfig(name="mars_pgm", pgm_radius=0.5, **sgd)),
-        MethodRun("SPD (SGD)", MethodConfig(name="spd", spd_strength=1.0, **sgd)),
-        MethodRun("LP-FT (SGD)", MethodConfig(name="lp_ft", lp_epochs=10, **sgd)),
-        MethodRun("vanilla (AdamW)", MethodConfig(name="vanilla", **adamw)),
-        MethodRun("FTP (AdamW)", MethodConfig(name="ftp", **adamw)),
+        MethodRun("vanilla (SGD)", MethodConfig(name="vanilla", **_SGD)),
+        MethodRun("linear probe (SGD)", MethodConfig(name="linear_probe", **_SGD)),
+        MethodRun("FTP (SGD)", MethodConfig(name="ftp", **_SGD)),
+        MethodRun("TPGM (SGD)", MethodConfig(**_TPGM, **_SGD)),
+        MethodRun("L2-SP (SGD)", MethodConfig(name="l2sp", l2sp_alpha=1.0, l2sp_beta=0.01, **_SGD)),
+        MethodRun("MARS-PGM (SGD)", MethodConfig(name="mars_pgm", pgm_radius=0.5, **_SGD)),
+        MethodRun("SPD (SGD)", MethodConfig(name="spd", spd_strength=1.0, **_SGD)),
+        MethodRun("LP-FT (SGD)", MethodConfig(name="lp_ft", lp_epochs=10, **_SGD)),
+        MethodRun("vanilla (AdamW)", MethodConfig(name="vanilla", **_ADAMW)),
+        MethodRun("FTP (AdamW)", MethodConfig(name="ftp", **_ADAMW)),
     )
     ood = (("mnist5k", "test"),) + tuple(
         (f"{domain}_corrupted/{c}", "test")
@@ -127,39 +260,143 @@ def default_config() -> ExperimentConfig:
         ood_datasets=ood,
         methods=methods,
         wise_ft_alphas=(0.0, 0.25, 0.5, 0.75, 1.0),
-        wise_ft_source="vanilla (SGD)",
+        wise_ft_sources=("vanilla (SGD)",),
     )
+
+
+def renditions_config() -> ExperimentConfig:
+    """Pre-train on five digit renditions, fine-tune on ``photo`` (100% and 10%), test on five.
+
+    The DomainNet protocol of FTP and TPGM at digit scale: a new head, the best
+    epoch on ``photo`` validation, every method at both data regimes, 3 seeds.
+    FTP and TPGM run their published defaults (nothing tuned). The peers' main
+    hyper-parameter is chosen on ``photo`` validation from a grid of three,
+    tried on seed 0 (the chosen value then runs on seeds 1 and 2): L2-SP alpha,
+    MARS-PGM radius, SPD lambda, LP-FT's linear-probe share; WiSE-FT's alpha
+    from 0, 0.25, ..., 1 on the same seed. Vanilla fine-tuning and WiSE-FT also
+    start from the pre-trained 10-way head (their own rows).
+    """
+    from ftp_jax.data import RENDITIONS
+
+    name = "digit_renditions/{}".format
+    source = tuple(name(r) for r in RENDITIONS if r != "photo")
+    methods = (
+        MethodRun("vanilla (SGD)", MethodConfig(name="vanilla", **_SGD)),
+        MethodRun("linear probe (SGD)", MethodConfig(name="linear_probe", **_SGD)),
+        MethodRun(
+            "LP-FT (SGD)",
+            MethodConfig(name="lp_ft", **_SGD),
+            tune=LP_SHARE,
+            grid=(0.25, 0.5, 0.75),
+        ),
+        MethodRun(
+            "L2-SP (SGD)",
+            MethodConfig(name="l2sp", l2sp_beta=0.01, **_SGD),
+            tune="l2sp_alpha",
+            grid=(0.1, 1.0, 10.0),
+        ),
+        MethodRun(
+            "MARS-PGM (SGD)",
+            MethodConfig(name="mars_pgm", **_SGD),
+            tune="pgm_radius",
+            grid=(0.1, 0.5, 2.0),
+        ),
+        MethodRun(
+            "SPD (SGD)",
+            MethodConfig(name="spd", **_SGD),
+            tune="spd_strength",
+            grid=(0.3, 1.0, 3.0),
+        ),
+        MethodRun("FTP (SGD)", MethodConfig(name="ftp", **_SGD)),
+        MethodRun("TPGM (SGD)", MethodConfig(**_TPGM, **_SGD)),
+        MethodRun("vanilla (AdamW)", MethodConfig(name="vanilla", **_ADAMW)),
+        MethodRun("FTP (AdamW)", MethodConfig(name="ftp", **_ADAMW)),
+        MethodRun(
+            "vanilla (SGD), pre-trained head",
+            MethodConfig(name="vanilla", **_SGD),
+            pretrained_head=True,
+        ),
+    )
+    return ExperimentConfig(
+        pretrain_dataset=source,
+        channels=3,
+        pretrain=TrainConfig(
+            epochs=6,
+            batch_size=64,
+            eval_batch_size=500,
+            lr_schedule="cosine",
+            method=MethodConfig(name="vanilla", optimizer="adamw", learning_rate=1e-3),
+        ),
+        id_dataset=name("photo"),
+        # 100%: 1400 images, 4 epochs of batch 16 (348 steps); 10%: 140 images, 8
+        # epochs of batch 8 (136 steps): on 2 CPU cores a step of 8 or 16 images costs
+        # little more than its images (one of 32 costs more per image), and every epoch
+        # adds a validation pass and a checkpoint. eval_batch_size 200 = photo validation.
+        regimes=(Regime(100), Regime(10, epochs=8, batch_size=8)),
+        finetune=TrainConfig(
+            epochs=4, batch_size=16, eval_batch_size=200, lr_schedule="cosine_per_epoch"
+        ),
+        ood_datasets=tuple((dataset, "test") for dataset in source),
+        methods=methods,
+        seeds=(0, 1, 2),
+        tune_seeds=(0,),
+        wise_ft_alphas=(0.0, 0.25, 0.5, 0.75, 1.0),
+        wise_ft_sources=("vanilla (SGD)", "vanilla (SGD), pre-trained head"),
+        wise_ft_tune=True,
+        compilation_cache=True,
+    )
+
+
+def default_config() -> ExperimentConfig:
+    """The default experiment: :func:`renditions_config`."""
+    return renditions_config()
 
 
 def quick(config: ExperimentConfig) -> ExperimentConfig:
-    """A fast version for tests: one seed, two epochs, small subsets, three OOD sets.
+    """A fast version for tests: one seed, two epochs, small subsets.
 
-    LP-FT rows keep their share of linear-probe epochs (at least 1, fewer than 2).
+    Long OOD lists keep three sets; LP-FT rows keep their share of linear-probe
+    epochs (at least 1, fewer than the run's); grids keep their first and last
+    values (an LP-FT share its first), or only the first with several regimes;
+    validation and test sets their first 200 examples with several regimes.
     """
     epochs = 2
-    methods = tuple(
-        dataclasses.replace(
-            row,
-            method=dataclasses.replace(
+    methods = []
+    for row in config.methods:
+        if row.method.name == "lp_ft" and not row.tune:
+            method = dataclasses.replace(
                 row.method,
                 lp_epochs=_scaled_epochs(row.method.lp_epochs, config.finetune.epochs, epochs),
-            ),
-        )
-        if row.method.name == "lp_ft"
-        else row
-        for row in config.methods
-    )
+            )
+            row = dataclasses.replace(row, method=method)
+        if row.grid:  # an LP-FT share of two epochs is 1 of 2, whatever the share
+            several = row.tune == LP_SHARE or len(config.regimes) > 1
+            grid = (row.grid[0],) if several else (row.grid[0], row.grid[-1])
+            row = dataclasses.replace(row, grid=grid)
+        methods.append(row)
+    ood = config.ood_datasets
+    if len(ood) > 5:
+        ood = ood[:2] + ood[-1:]
     return dataclasses.replace(
         config,
-        methods=methods,
+        methods=tuple(methods),
         pretrain=dataclasses.replace(config.pretrain, epochs=1),
         finetune=dataclasses.replace(config.finetune, epochs=epochs),
+        regimes=tuple(dataclasses.replace(r, epochs=min(r.epochs, epochs)) for r in config.regimes),
         seeds=config.seeds[:1],
-        ood_datasets=config.ood_datasets[:2] + config.ood_datasets[-1:],
+        tune_seeds=config.seeds[:1],
+        ood_datasets=ood,
         train_subset=512,
+        eval_subset=200 if len(config.regimes) > 1 else config.eval_subset,
+        wise_ft_alphas=config.wise_ft_alphas[::2] if config.wise_ft_tune else config.wise_ft_alphas,
     )
+
+
+def lp_epochs_of_share(share: float, epochs: int) -> int:
+    """LP-FT's linear-probe epochs: ``share`` of ``epochs``, in [1, epochs - 1]."""
+    return min(max(round(share * epochs), 1), epochs - 1)
 
 
 def _scaled_epochs(part: int, total: int, new_total: int) -> int:
     """``part`` of ``total`` epochs, scaled to ``new_total``: in [1, new_total - 1]."""
-    return min(max(round(part * new_total / total), 1), new_total - 1)
+    return lp_epochs_of_share(part / total, new_total)

@@ -1,4 +1,4 @@
-"""Runs the default experiment: prepare data, pre-train (cached), fine-tune, WiSE-FT, report."""
+"""Runs an experiment: prepare data, pre-train (cached), fine-tune, tune, WiSE-FT, report."""
 
 from __future__ import annotations
 
@@ -6,24 +6,26 @@ import dataclasses
 import json
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tensorflow_datasets as tfds
 from flax import nnx
 
 import ftp_jax
 from ftp_jax import data
-from ftp_jax.experiment.config import ExperimentConfig
+from ftp_jax.experiment.config import ExperimentConfig, MethodRun, Regime
 from ftp_jax.experiment.report import write_report
 from ftp_jax.models import SmallCNN, replace_head
 from ftp_jax.train import fit
 from ftp_jax.train.loop import ArrayTrainData, EvalSet, evaluate, restore_best
 from ftp_jax.train.steps import make_eval_step, split_model
 
-__all__ = ["run_experiment", "slug", "wise_ft_label", "wise_ft_sweep"]
+__all__ = ["run_experiment", "slug", "wise_ft_label", "wise_ft_sweep", "wise_ft_tuned_label"]
 
 PRETRAIN_SEED = 1234
 
@@ -32,7 +34,20 @@ def slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
+def wise_ft_label(alpha: float, source: str) -> str:
+    """The table row of WiSE-FT at ``alpha`` over the ``source`` row's models."""
+    return f"WiSE-FT α={alpha:g}, {source}"
+
+
+def wise_ft_tuned_label(source: str) -> str:
+    """The table row of WiSE-FT over ``source`` with alpha chosen on validation."""
+    return f"WiSE-FT, {source}"
+
+
 def _arrays(name: str, split: str, data_dir: Path, limit: int = 0):
+    """A split as float images in [0, 1] and int32 labels; its first ``limit`` examples."""
+    if limit and "[" not in split:  # read only those (a sliced split is read whole)
+        split = f"{split}[:{limit}]"
     images, labels = data.load_arrays(name, split, data_dir)
     if limit:
         images, labels = images[:limit], labels[:limit]
@@ -44,15 +59,60 @@ def _evalset(name: str, split: str, data_dir: Path, limit: int = 0) -> EvalSet:
     return EvalSet(name if split == "test" else f"{name}:{split}", images, labels)
 
 
-def wise_ft_label(alpha: float, source: str) -> str:
-    """The table row of WiSE-FT at ``alpha`` over the ``source`` row's models."""
-    return f"WiSE-FT α={alpha:g}, {source}"
+def _concatenated(names: tuple[str, ...], split: str, data_dir: Path, limit: int = 0):
+    """The ``split`` of every dataset in ``names``, concatenated (``limit`` split evenly)."""
+    each = -(-limit // len(names)) if limit else 0
+    parts = [_arrays(name, split, data_dir, each) for name in names]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _finetuning_model(seed: int, pretrain_dir: Path) -> SmallCNN:
-    """The pre-trained model with the new head of ``seed`` (what every fine-tuning starts from)."""
-    model = restore_best(SmallCNN(rngs=nnx.Rngs(PRETRAIN_SEED)), pretrain_dir)
-    model = replace_head(model, 10, rngs=nnx.Rngs(seed + 1000))
+class _TimedTrainData:
+    """Training batches that time the loop's work on each one: its steps/s, compile excluded.
+
+    The loop asks for a batch, runs the step on it (and TPGM's projection, and the
+    host sync of the step's metrics), then asks for the next: the time between
+    handing out a batch and the next request is that step's. The first step of
+    each ``fit`` call (compilation) is left out; evaluation and checkpoints run
+    between epochs, outside the batches, and are not counted.
+    """
+
+    def __init__(self, inner: ArrayTrainData):
+        self.inner = inner
+        self.steps_per_epoch = inner.steps_per_epoch
+        self.durations: list[float] = []
+        self._compiled = False
+
+    def batches(self, seed: int, epoch: int, start: int) -> Iterator[dict[str, np.ndarray]]:
+        for batch in self.inner.batches(seed, epoch, start):
+            handed_out = time.perf_counter()
+            yield batch
+            if self._compiled:
+                self.durations.append(time.perf_counter() - handed_out)
+            self._compiled = True
+
+    def speed(self) -> dict[str, float]:
+        """Steps timed, their total seconds and the median step's (robust to other jobs)."""
+        return {
+            "steps": len(self.durations),
+            "seconds": float(np.sum(self.durations)),
+            "median_step_seconds": float(np.median(self.durations)),
+        }
+
+
+def _model(config: ExperimentConfig) -> SmallCNN:
+    return SmallCNN(channels=config.channels, rngs=nnx.Rngs(PRETRAIN_SEED))
+
+
+def _finetuning_model(
+    config: ExperimentConfig, seed: int, pretrain_dir: Path, pretrained_head: bool = False
+) -> SmallCNN:
+    """The pre-trained model with the new head of ``seed`` (or its own head).
+
+    What every fine-tuning starts from.
+    """
+    model = restore_best(_model(config), pretrain_dir)
+    if not pretrained_head:
+        model = replace_head(model, 10, rngs=nnx.Rngs(seed + 1000))
     # The restored backbone arrays are committed to a device, the new head's are not:
     # ``fit``'s first jitted step would compile for that mix, then again for its own
     # (committed) outputs. Uncommitted copies of everything: one compile per run.
@@ -61,74 +121,211 @@ def _finetuning_model(seed: int, pretrain_dir: Path) -> SmallCNN:
     return model
 
 
+def _regime_dir(config: ExperimentConfig, regime: Regime) -> str:
+    """``finetune`` (one regime: the digits experiment's layout) or ``finetune/p<percent>``."""
+    return "finetune" if len(config.regimes) == 1 else f"finetune/p{regime.percent}"
+
+
+def _setting_dir(row: MethodRun, value: float | None) -> str:
+    return "" if value is None else f"{row.tune}_{value:g}"
+
+
+def _run_dir(config, regime, row, value, seed) -> str:
+    parts = [_regime_dir(config, regime), slug(row.label), _setting_dir(row, value), f"seed{seed}"]
+    return "/".join(part for part in parts if part)
+
+
+@dataclasses.dataclass
+class _Stage:
+    """What every fine-tuning run of one regime shares."""
+
+    config: ExperimentConfig
+    regime: Regime
+    workdir: Path
+    id_train: tuple[np.ndarray, np.ndarray]
+    id_val: EvalSet
+    tests: list[EvalSet]
+    progress: bool
+
+    def run(self, row: MethodRun, value: float | None, seed: int) -> dict[str, Any]:
+        finetune = self.config.regime_finetune(self.regime)
+        method = row.method if value is None else row.with_setting(value, finetune.epochs)
+        run_config = dataclasses.replace(finetune, method=method, seed=seed, progress=self.progress)
+        relative = _run_dir(self.config, self.regime, row, value, seed)
+        run_dir = self.workdir / relative
+        train = _TimedTrainData(ArrayTrainData(*self.id_train, run_config.batch_size))
+        started = time.perf_counter()
+        model = _finetuning_model(self.config, seed, self.workdir / "pretrain", row.pretrained_head)
+        result = fit(model, run_config, train, self.id_val, self.tests, run_dir)
+        speed_path = run_dir / "speed.json"
+        if train.durations:  # trained now (not a finished run read back): record the speed
+            speed = {**train.speed(), "fit_seconds": time.perf_counter() - started}
+            speed_path.write_text(json.dumps(speed))
+        else:
+            speed = json.loads(speed_path.read_text()) if speed_path.exists() else None
+        run = {
+            "label": row.label,
+            "regime": self.regime.percent,
+            "seed": seed,
+            "setting": {} if value is None else {row.tune: value},
+            "workdir": relative,
+            **result.to_json(),
+            "speed": speed,
+        }
+        if self.progress:
+            _print_run(run, self.tests[0].name, [s.name for s in self.tests[1:]])
+        return run
+
+    def row(self, row: MethodRun) -> list[dict[str, Any]]:
+        """Every run of ``row``; those reported in the table have ``selected`` True.
+
+        A tuned row tries each grid value on ``tune_seeds``, keeps the value with
+        the best mean validation accuracy (the first on ties), and runs it on the
+        other seeds.
+        """
+        seeds = self.config.seeds
+        if not row.tune:
+            return [{**self.run(row, None, seed), "selected": True} for seed in seeds]
+        epochs = self.config.regime_finetune(self.regime).epochs
+        methods = [row.with_setting(value, epochs) for value in row.grid]
+        if any(methods.count(method) > 1 for method in methods):
+            raise ValueError(
+                f"row {row.label!r}: in the {self.regime.name} regime ({epochs} epochs) two "
+                f"values of its grid {row.tune}={row.grid} give the same run; choose values "
+                "that differ there (an lp_share becomes a whole number of epochs)."
+            )
+        trials = [
+            self.run(row, value, seed) for value in row.grid for seed in self.config.tune_seeds
+        ]
+        chosen = _choose(trials, row.tune, row.grid)
+        rest = [self.run(row, chosen, s) for s in seeds if s not in self.config.tune_seeds]
+        runs = trials + rest
+        for run in runs:
+            run["selected"] = run["setting"][row.tune] == chosen
+        order = {seed: index for index, seed in enumerate(seeds)}
+        selected = sorted((r for r in runs if r["selected"]), key=lambda r: order[r["seed"]])
+        return selected + [r for r in runs if not r["selected"]]
+
+
+def _choose(trials: list[dict[str, Any]], name: str, grid: tuple[float, ...]) -> float:
+    """The grid value whose trials have the best mean validation accuracy (first on ties)."""
+    scores = [
+        np.mean([t["validation"]["accuracy"] for t in trials if t["setting"][name] == value])
+        for value in grid
+    ]
+    return grid[int(np.argmax(scores))]
+
+
 def wise_ft_sweep(
     config: ExperimentConfig,
     workdir: Path,
-    source_runs: list[dict[str, Any]],
+    regime: Regime,
+    runs: list[dict[str, Any]],
     validation: EvalSet,
     tests: list[EvalSet],
     *,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """WiSE-FT rows: for each seed, the ``config.wise_ft_source`` row's fine-tuned model
-    (its selected epoch) interpolated with the pre-trained weights at every alpha of
-    ``config.wise_ft_alphas``, evaluated on the same sets as a fine-tuning run.
+    """WiSE-FT of every ``config.wise_ft_sources`` row of ``regime``: for each seed, its
+    fine-tuned model (the selected epoch) interpolated with the pre-trained weights at
+    every alpha of ``config.wise_ft_alphas``, evaluated on the same sets as a run.
 
-    The new head has no pre-trained value: it is excluded from the interpolation
-    and keeps its fine-tuned weights. Evaluation only (no training, not cached):
-    about a second per model.
+    A new head has no pre-trained value: it is excluded from the interpolation and
+    keeps its fine-tuned weights. A row fine-tuned from the pre-trained head
+    interpolates the head too (alpha = 0 is then the pre-trained model itself).
+    Evaluation only (no training, not cached): about a second per model; alpha = 1
+    is the source run itself, copied. With ``config.wise_ft_tune``, also one
+    ``wise_ft_tuned_label(source)`` row per source: the alpha with the best mean
+    validation accuracy on ``tune_seeds``, on every seed.
 
     Returns:
-      One run record per (alpha, seed), in the format of the fine-tuning runs, with
-      ``wise_ft_alpha`` added.
+      One run record per (source, alpha, seed), in the format of the fine-tuning
+      runs, with ``wise_ft_alpha`` and ``wise_ft_source`` added; then the tuned rows.
     """
     if not config.wise_ft_alphas:
         return []
-    source = config.wise_ft_source
-    source_method = next(row.method for row in config.methods if row.label == source)
-    mask = ftp_jax.path_rules(
-        [(source_method.head_pattern, False), (r".*", True)], name="method.head_pattern"
-    )
     pretrain_dir = workdir / "pretrain"
-    _, anchor, _ = split_model(restore_best(SmallCNN(rngs=nnx.Rngs(PRETRAIN_SEED)), pretrain_dir))
+    _, anchor, _ = split_model(restore_best(_model(config), pretrain_dir))
     batch_size = config.finetune.eval_batch_size
     eval_step = None
-    rows = {alpha: [] for alpha in config.wise_ft_alphas}
-    for seed in config.seeds:
-        source_run = next(r for r in source_runs if r["label"] == source and r["seed"] == seed)
-        model = restore_best(
-            _finetuning_model(seed, pretrain_dir),
-            workdir / "finetune" / slug(source) / f"seed{seed}",
-        )
-        graphdef, finetuned, model_state = split_model(model)
-        if eval_step is None:  # the same graph for every seed and alpha: one compile
-            eval_step = jax.jit(make_eval_step(graphdef))
-        for alpha in config.wise_ft_alphas:
-            params = ftp_jax.wise_ft(anchor, finetuned, alpha, mask=mask)
-            run = {
-                "label": wise_ft_label(alpha, source),
-                "seed": seed,
-                "best_epoch": source_run["best_epoch"],
-                "validation": evaluate(eval_step, params, model_state, validation, batch_size),
-                "tests": {
-                    s.name: evaluate(eval_step, params, model_state, s, batch_size) for s in tests
-                },
-                "history": [],
-                "skipped_steps": source_run["skipped_steps"],
-                "steps": source_run["steps"],
-                "wise_ft_alpha": float(alpha),
-            }
-            rows[alpha].append(run)
-            if progress:
-                _print_run(run, tests[0].name, [s.name for s in tests[1:]])
-    return [run for alpha in config.wise_ft_alphas for run in rows[alpha]]
+    out = []
+    for source in config.wise_ft_sources:
+        row = next(row for row in config.methods if row.label == source)
+        mask = None
+        if not row.pretrained_head:
+            mask = ftp_jax.path_rules(
+                [(row.method.head_pattern, False), (r".*", True)], name="method.head_pattern"
+            )
+        curve = {alpha: [] for alpha in config.wise_ft_alphas}
+        for seed in config.seeds:
+            source_run = next(
+                r
+                for r in runs
+                if r["label"] == source
+                and r["seed"] == seed
+                and r["regime"] == regime.percent
+                and r.get("selected", True)
+            )
+            model = restore_best(
+                _finetuning_model(config, seed, pretrain_dir, row.pretrained_head),
+                workdir / source_run["workdir"],
+            )
+            graphdef, finetuned, model_state = split_model(model)
+            if eval_step is None:  # the same graph for every seed and alpha: one compile
+                eval_step = jax.jit(make_eval_step(graphdef))
+            for alpha in config.wise_ft_alphas:
+                run = {
+                    key: source_run[key]
+                    for key in ("regime", "seed", "best_epoch", "skipped_steps", "steps", "speed")
+                }
+                if alpha == 1.0:  # exactly the fine-tuned model
+                    evaluated = {
+                        "validation": source_run["validation"],
+                        "tests": source_run["tests"],
+                    }
+                else:
+                    params = ftp_jax.wise_ft(anchor, finetuned, alpha, mask=mask)
+                    evaluated = {
+                        "validation": evaluate(
+                            eval_step, params, model_state, validation, batch_size
+                        ),
+                        "tests": {
+                            s.name: evaluate(eval_step, params, model_state, s, batch_size)
+                            for s in tests
+                        },
+                    }
+                run.update(
+                    label=wise_ft_label(alpha, source),
+                    setting={"alpha": float(alpha)},
+                    history=[],
+                    wise_ft_alpha=float(alpha),
+                    wise_ft_source=source,
+                    **evaluated,
+                )
+                curve[alpha].append(run)
+                if progress:
+                    _print_run(run, tests[0].name, [s.name for s in tests[1:]])
+        out += [run for alpha in config.wise_ft_alphas for run in curve[alpha]]
+    tuned = []
+    for source in config.wise_ft_sources if config.wise_ft_tune else ():
+        curve = [r for r in out if r["wise_ft_source"] == source]
+        trials = [r for r in curve if r["seed"] in config.tune_seeds]
+        chosen = _choose(trials, "alpha", config.wise_ft_alphas)
+        for run in curve:
+            if run["wise_ft_alpha"] == chosen:
+                row = {**run, "label": wise_ft_tuned_label(source), "selected": True}
+                del row["wise_ft_alpha"]
+                tuned.append(row)
+    return out + tuned
 
 
 def _print_run(run: dict[str, Any], id_test: str, ood_sets: list[str]) -> None:
     ood = np.mean([run["tests"][name]["accuracy"] for name in ood_sets])
+    setting = "".join(f" {k}={v:g}" for k, v in run.get("setting", {}).items())
     print(
-        f"{run['label']:<22} seed {run['seed']}: ID {run['tests'][id_test]['accuracy']:.3f}"
-        f"  OOD avg {ood:.3f}  (best epoch {run['best_epoch']})",
+        f"[{run['regime']}%] {run['label']}{setting} seed {run['seed']}: "
+        f"ID {run['tests'][id_test]['accuracy']:.3f}  OOD avg {ood:.3f}  "
+        f"(best epoch {run['best_epoch']})",
         flush=True,
     )
 
@@ -148,6 +345,19 @@ def _keep_first_time(results: dict[str, Any], previous_path: Path) -> None:
         results["rerun_seconds"] = [*previous.get("rerun_seconds", []), rerun]
 
 
+def _enable_compilation_cache(path: Path) -> None:
+    """XLA's persistent compilation cache in ``path``: every compiled step is kept."""
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def _datasets(config: ExperimentConfig) -> tuple[str, ...]:
+    names = (*config.pretrain_datasets, config.id_dataset, *(n for n, _ in config.ood_datasets))
+    return tuple(dict.fromkeys(names))
+
+
 def run_experiment(
     config: ExperimentConfig, workdir: str | Path, *, progress: bool = True
 ) -> dict[str, Any]:
@@ -157,61 +367,66 @@ def run_experiment(
     """
     started = time.perf_counter()
     workdir = Path(workdir)
+    if config.compilation_cache:
+        _enable_compilation_cache(workdir / "jax_cache")
     data_dir = Path(config.data_dir) if config.data_dir else workdir / "data"
-    data.prepare_datasets(data_dir)
+    tfds.display_progress_bar(progress)
+    data.prepare_datasets(data_dir, _datasets(config))
     limit = config.train_subset
+    timings = {"data": time.perf_counter() - started}
 
-    # Stage 1: pre-training on the source domain (cached: a finished run is reused).
-    source_train = _arrays(config.pretrain_dataset, "train", data_dir, limit)
-    source_val = _evalset(config.pretrain_dataset, "validation", data_dir)
+    # Stage 1: pre-training on the source domain(s) (cached: a finished run is reused).
+    sources = config.pretrain_datasets
+    source_train = _concatenated(sources, "train", data_dir, limit)
+    evals = config.eval_subset
+    source_val = EvalSet(
+        f"{sources[0]}:validation" if len(sources) == 1 else "pretrain:validation",
+        *_concatenated(sources, "validation", data_dir, evals),
+    )
     pretrain_config = dataclasses.replace(config.pretrain, seed=PRETRAIN_SEED, progress=progress)
-    pretrain_dir = workdir / "pretrain"
-    id_test = _evalset(config.id_dataset, "test", data_dir)
-    ood_sets = [_evalset(name, split, data_dir) for name, split in config.ood_datasets]
+    id_test = _evalset(config.id_dataset, "test", data_dir, evals)
+    ood_sets = [_evalset(name, split, data_dir, evals) for name, split in config.ood_datasets]
+    tests = [id_test, *ood_sets]
+    stage_started = time.perf_counter()
     pretrained = fit(
-        SmallCNN(rngs=nnx.Rngs(PRETRAIN_SEED)),
+        _model(config),
         pretrain_config,
         ArrayTrainData(*source_train, pretrain_config.batch_size),
         source_val,
-        [id_test, *ood_sets],
-        pretrain_dir,
+        tests,
+        workdir / "pretrain",
     )
+    timings["pretrain"] = time.perf_counter() - stage_started
 
-    # Stage 2: fine-tune every method with every seed on the small ID split.
-    id_split = data.percent_split("train", config.id_percent)
-    id_train = _arrays(config.id_dataset, id_split, data_dir, limit)
-    id_val = _evalset(config.id_dataset, "validation", data_dir)
-    runs = []
-    for row in config.methods:
-        for seed in config.seeds:
-            model = _finetuning_model(seed, pretrain_dir)
-            run_config = dataclasses.replace(
-                config.finetune, method=row.method, seed=seed, progress=progress
-            )
-            result = fit(
-                model,
-                run_config,
-                ArrayTrainData(*id_train, run_config.batch_size),
-                id_val,
-                [id_test, *ood_sets],
-                workdir / "finetune" / slug(row.label) / f"seed{seed}",
-            )
-            runs.append({"label": row.label, "seed": seed, **result.to_json()})
-            if progress:
-                _print_run(runs[-1], id_test.name, [s.name for s in ood_sets])
-
-    # Stage 3: WiSE-FT, weight-space ensembles of one row's fine-tuned models (no training).
-    runs += wise_ft_sweep(config, workdir, runs, id_val, [id_test, *ood_sets], progress=progress)
+    # Stage 2: every method (and grid value), seed and regime on the ID train split.
+    id_val = _evalset(config.id_dataset, "validation", data_dir, evals)
+    runs, id_train_examples = [], {}
+    for regime in config.regimes:
+        stage_started = time.perf_counter()
+        id_split = data.percent_split("train", regime.percent)
+        id_train = _arrays(config.id_dataset, id_split, data_dir, limit)
+        id_train_examples[regime.percent] = int(len(id_train[1]))
+        stage = _Stage(config, regime, workdir, id_train, id_val, tests, progress)
+        regime_runs = [run for row in config.methods for run in stage.row(row)]
+        # Stage 3: WiSE-FT, weight-space ensembles of fine-tuned models (no training).
+        regime_runs += wise_ft_sweep(
+            config, workdir, regime, regime_runs, id_val, tests, progress=progress
+        )
+        runs += regime_runs
+        timings[f"finetune {regime.name}"] = time.perf_counter() - stage_started
     results = {
         "config": dataclasses.asdict(config),
         "id_test": id_test.name,
         "ood_sets": [s.name for s in ood_sets],
-        "id_train_examples": int(len(id_train[1])),
+        "id_train_examples": id_train_examples,
+        "pretrain_train_examples": int(len(source_train[1])),
         "pretrained": {"validation": pretrained.validation, "tests": pretrained.tests},
         "runs": runs,
+        "timings": timings,
         "seconds": time.perf_counter() - started,
     }
+    samples = {s.name: (s.images, s.labels) for s in tests}
     results_dir = workdir / "results"
     _keep_first_time(results, results_dir / "results.json")
-    write_report(results, results_dir)
+    write_report(results, results_dir, samples=samples)
     return json.loads((results_dir / "results.json").read_text())

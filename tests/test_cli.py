@@ -136,7 +136,7 @@ def newcomer(sandbox, other_recipe_workdir):
         "missing_config": (EXPERIMENT, ["--config", str(sandbox / "nope.py")]),
         "print_config": (
             EXPERIMENT,
-            ["--quick", "--print-config", "--set", "seeds=(7,)", "--set", "methods.2.label=x"],
+            ["--quick", "--print-config", "--set", "seeds=(0, 7)", "--set", "methods.2.label=x"],
         ),
         "debug": (EXPERIMENT, ["--debug", "--set", "finetune.epochs=abc"]),
         "recipe_print_config": (RECIPES, ["--config", recipe_config, "--print-config"]),
@@ -245,7 +245,7 @@ def test_print_config_lists_every_key_after_the_overrides(newcomer):
     lines = printed["stdout"].splitlines()
     keys = [line.split(" = ")[0] for line in lines if " = " in line]
     assert keys == [key for key, _ in config_items(quick(default_config()))]
-    assert "seeds = (7,)" in lines and "methods.2.label = 'x'" in lines
+    assert "seeds = (0, 7)" in lines and "methods.2.label = 'x'" in lines
     assert "methods.0.method.learning_rate = 0.01" in lines
     recipe = results["recipe_print_config"]
     assert recipe["code"] == 0 and "finetune.method.name = 'ftp'" in recipe["stdout"]

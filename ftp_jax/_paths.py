@@ -26,28 +26,16 @@ PyTree = Any
 __all__ = ["PathRules", "leaf_path", "leaf_paths", "path_rules", "per_leaf_values"]
 
 
-def _key_name(key: Any) -> str:
-    if isinstance(key, jax.tree_util.DictKey):
-        return str(key.key)
-    if isinstance(key, jax.tree_util.GetAttrKey):
-        return key.name
-    if isinstance(key, jax.tree_util.SequenceKey):
-        return str(key.idx)
-    if isinstance(key, jax.tree_util.FlattenedIndexKey):
-        return str(key.key)
-    return str(key)
-
-
 def leaf_path(key_path: Sequence[Any]) -> str:
     """Returns the ``/``-joined path of a leaf from its JAX key path.
 
     A trailing attribute key ``value`` (how an NNX ``Variable`` exposes its
     array) is dropped, so raw-array trees and NNX states give the same paths.
     """
-    keys = list(key_path)
+    keys = tuple(key_path)
     if keys and isinstance(keys[-1], jax.tree_util.GetAttrKey) and keys[-1].name == "value":
         keys = keys[:-1]
-    return "/".join(_key_name(key) for key in keys)
+    return jax.tree_util.keystr(keys, simple=True, separator="/")
 
 
 def leaf_paths(tree: PyTree) -> list[str]:

@@ -69,8 +69,8 @@ def _concatenated(names: tuple[str, ...], split: str, data_dir: Path, limit: int
 class _TimedTrainData:
     """Training batches that time the loop's work on each one: its steps/s, compile excluded.
 
-    The loop asks for a batch, runs the step on it (and TPGM's projection, and the
-    host sync of the step's metrics), then asks for the next: the time between
+    The loop asks for a batch, runs the step on it (TPGM's projection update
+    included) and waits for it (``fit``'s ``after_step``), then asks for the next: the time between
     handing out a batch and the next request is that step's. The first step of
     each ``fit`` call (compilation) is left out; evaluation and checkpoints run
     between epochs, outside the batches, and are not counted.
@@ -156,7 +156,17 @@ class _Stage:
         train = _TimedTrainData(ArrayTrainData(*self.id_train, run_config.batch_size))
         started = time.perf_counter()
         model = _finetuning_model(self.config, seed, self.workdir / "pretrain", row.pretrained_head)
-        result = fit(model, run_config, train, self.id_val, self.tests, run_dir)
+        # Each step waits for the device, so that the time between batches is the step's
+        # (the loop alone dispatches ahead without waiting).
+        result = fit(
+            model,
+            run_config,
+            train,
+            self.id_val,
+            self.tests,
+            run_dir,
+            after_step=jax.block_until_ready,
+        )
         speed_path = run_dir / "speed.json"
         if train.durations:  # trained now (not a finished run read back): record the speed
             speed = {**train.speed(), "fit_seconds": time.perf_counter() - started}

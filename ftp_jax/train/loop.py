@@ -18,7 +18,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,7 @@ def fit(
     *,
     heldout: EvalData | None = None,
     stop_after_steps: int | None = None,
+    after_step: Callable[[TrainState], Any] | None = None,
     mesh: jax.sharding.Mesh | None = None,
     shard_params: bool = False,
     row_axes: Any = None,
@@ -184,6 +185,10 @@ def fit(
       heldout: TPGM's held-out data (default: ``validation``, as the reference).
       stop_after_steps: stop (after checkpointing) once this many steps are done,
         as if interrupted; for tests of resumption.
+      after_step: called with the state after every step, e.g.
+        ``jax.block_until_ready`` to time steps one by one. The loop itself does not
+        wait for the device between steps (JAX dispatches asynchronously); such a
+        hook makes it wait.
       mesh: data-parallel training over this mesh's ``"data"`` axis: every batch is
         split over it, the state is replicated (``jax.sharding``; the jitted steps
         are the same functions, partitioned by XLA). ``None``: one device.
@@ -211,7 +216,7 @@ def fit(
     run.start()
     with _Interrupt() as interrupt:
         while run.progress.epoch < config.epochs:
-            if not run.train_epoch(interrupt, stop_after_steps):
+            if not run.train_epoch(interrupt, stop_after_steps, after_step):
                 run.close()
                 if interrupt.requested:
                     interrupt.stop()
@@ -330,7 +335,7 @@ class _Run:
         }
         self.checkpointer.save(int(self.state.step), self.state, self.extra, meta)
 
-    def train_epoch(self, interrupt, stop_after_steps: int | None) -> bool:
+    def train_epoch(self, interrupt, stop_after_steps: int | None, after_step=None) -> bool:
         """The rest of the current epoch; False if the run stops (after a checkpoint)."""
         config, progress, method = self.config, self.progress, self.method
         epoch = progress.epoch
@@ -352,6 +357,8 @@ class _Run:
                     self.heldout, method.heldout_iters, config.batch_size, progress, self.placement
                 )
             self.state, step_metrics = self.train_step(self.state, placed, heldout)
+            if after_step is not None:
+                after_step(self.state)
             pending.append(step_metrics)
             progress.batch += 1
             self.step += 1

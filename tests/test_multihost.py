@@ -5,7 +5,8 @@ simulated CPU device, joined over gloo, as two hosts would be; the reference is
 one process with two devices. The recipe streams its data from TFDS with each
 host reading its own rows of every batch, evaluates on global batches, runs
 TPGM's held-out updates, shards params and optimizer state, checkpoints with
-orbax from both hosts, and writes its files from host 0 only.
+orbax from both hosts, and writes its files from host 0 only. A SIGTERM on one
+host stops both at the same step, and the resumed run is the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ftp_jax.cli import EXIT_TERMINATED
 from tests import fake_tfds
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ["ftp:ftp_sgd:1", "tpgm:tpgm:0"]  # FTP with sharded params; TPGM with held-out updates
+# Run "ftp" again on two hosts, the last of which gets SIGTERM after step 4 (of 10).
+PREEMPTED = "preempted:ftp_sgd:1:4"
 
 
 def _free_port() -> int:
@@ -34,7 +38,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(process_id, num_processes, devices, port, data_dir, out_dir):
+def _worker(process_id, num_processes, devices, port, data_dir, out_dir, runs=RUNS, *options):
     command = [
         sys.executable,
         "-m",
@@ -45,8 +49,9 @@ def _worker(process_id, num_processes, devices, port, data_dir, out_dir):
         f"--devices={devices}",
         f"--data_dir={data_dir}",
         f"--out_dir={out_dir}",
+        *options,
         "--runs",
-        *RUNS,
+        *runs,
     ]
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
     return subprocess.Popen(
@@ -54,18 +59,24 @@ def _worker(process_id, num_processes, devices, port, data_dir, out_dir):
     )
 
 
-def _summaries(process) -> tuple[dict, dict]:
-    """The worker's run summaries and its training reads (``multihost_worker``), by run."""
+def _records(process, returncode=0) -> dict[str, dict]:
+    """The worker's records (``multihost_worker``) by tag (``SUMMARY``, ...), then by run."""
     output, _ = process.communicate(timeout=600)
-    if process.returncode != 0:
-        raise AssertionError(f"worker failed ({process.returncode}):\n{output[-4000:]}")
-    found = {"SUMMARY": {}, "READS": {}}
+    if process.returncode != returncode:
+        raise AssertionError(f"worker exit code {process.returncode}:\n{output[-4000:]}")
+    found = {"SUMMARY": {}, "READS": {}, "STOPPED": {}}
     for line in output.splitlines():
         tag, _, payload = line.partition(" ")
         if tag in found:
             record = json.loads(payload)
             found[tag][record.pop("run")] = record
-    return found["SUMMARY"], found["READS"]
+    return found
+
+
+def _summaries(process, returncode=0) -> tuple[dict, dict, dict]:
+    """The worker's run summaries, training reads and stopped runs, by run."""
+    found = _records(process, returncode)
+    return found["SUMMARY"], found["READS"], found["STOPPED"]
 
 
 def _epochs(workdir: Path) -> list[dict]:
@@ -78,18 +89,18 @@ def runs():
     try:
         fake_tfds.prepare(str(root / "data"))
         port = _free_port()
-        hosts = [_worker(i, 2, 1, port, root / "data", root / "multi") for i in range(2)]
+        runs = [*RUNS, PREEMPTED]  # the last one ends the processes (exit code 143)
+        hosts = [_worker(i, 2, 1, port, root / "data", root / "multi", runs) for i in range(2)]
         single = _worker(0, 1, 2, 0, root / "data", root / "single")
-        host_results, (single_summary, single_reads) = (
-            [_summaries(p) for p in hosts],
-            _summaries(single),
-        )
+        host_results = [_summaries(p, returncode=EXIT_TERMINATED) for p in hosts]
+        single_summary, single_reads, _ = _summaries(single)
         yield (
-            [summary for summary, _ in host_results],
+            [summary for summary, _, _ in host_results],
             single_summary,
             root,
-            [reads for _, reads in host_results],
+            [reads for _, reads, _ in host_results],
             single_reads,
+            [stopped for _, _, stopped in host_results],
         )
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -138,7 +149,7 @@ def test_two_hosts_write_one_set_of_files_equal_to_one_host(runs):
 
 def test_each_host_trains_on_its_own_half_of_every_batch(runs):
     """Regression: every host used to read, decode and train on the whole global batch."""
-    *_, host_reads, single_reads = runs
+    *_, host_reads, single_reads, _ = runs
     for name in ("ftp", "tpgm"):
         single = single_reads[name]
         assert set(single["global_rows"]) == {fake_tfds.BATCH_SIZE}
@@ -153,6 +164,26 @@ def test_each_host_trains_on_its_own_half_of_every_batch(runs):
             assert per_host[0] | per_host[1] == set(everything)
         for reads in host_reads:
             assert reads[name]["global_rows"] == single["global_rows"]
+
+
+def test_sigterm_on_one_host_stops_both_at_one_step_and_the_run_resumes_identically(runs):
+    """One host gets SIGTERM after step 4: both save step 4 and exit 143 (the CLI's
+    code for SIGTERM); the resumed two-host run ends bit-identical to "ftp", the same
+    run uninterrupted."""
+    hosts, _, root, *_, stopped = runs
+    assert stopped[0] == stopped[1] == {"preempted": {"code": EXIT_TERMINATED, "saved": [4]}}
+    workdir = root / "multi" / "preempted"
+    assert [p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()] == ["4"]
+    assert not (workdir / "recipe_result.json").exists()
+
+    port = _free_port()
+    resume = PREEMPTED.rsplit(":", 1)[:1]
+    workers = [_worker(i, 2, 1, port, root / "data", root / "multi", resume) for i in range(2)]
+    resumed = [_summaries(p)[0]["preempted"] for p in workers]
+    # The digest of the final state (params, optimizer and model state, RNG), the numbers.
+    assert resumed[0] == resumed[1] == hosts[0]["ftp"]
+    metrics = (workdir / "metrics.jsonl").read_text()
+    assert metrics == (root / "multi" / "ftp" / "metrics.jsonl").read_text()
 
 
 class _Initialized(Exception):

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,6 +38,7 @@ from ftp_jax.train.inputs import (
 )
 from ftp_jax.train.methods import build_method
 from ftp_jax.train.placement import Placement, is_primary_host
+from ftp_jax.train.preemption import Interrupt
 from ftp_jax.train.steps import (
     TrainState,
     cross_entropy,
@@ -113,49 +112,6 @@ class _Metrics:
             f.write(json.dumps(record) + "\n")
 
 
-class _Interrupt:
-    """Turns SIGTERM and Ctrl-C (SIGINT) into a checkpoint at the next step boundary.
-
-    Then the run stops: exit 143 after SIGTERM, ``KeyboardInterrupt`` after Ctrl-C.
-    A second Ctrl-C stops at once (the last checkpoint is kept).
-    """
-
-    def __init__(self):
-        self.requested = False
-        self.signum = None
-        self._previous = {}
-
-    def __enter__(self):
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        del frame
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested, self.signum = True, signum
-        if signum == signal.SIGINT:
-            print(
-                "\nCtrl-C: saving a checkpoint after this step (Ctrl-C again to stop at once)",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    def stop(self):
-        """Leaves the run after its checkpoint: exit 143 (SIGTERM) or ``KeyboardInterrupt``."""
-        if self.signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise SystemExit(143)
-
-    def __exit__(self, *exc):
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-
-
 def fit(
     model: nnx.Module,
     config: TrainConfig,
@@ -214,7 +170,7 @@ def fit(
     if run.finished is not None:
         return run.finished
     run.start()
-    with _Interrupt() as interrupt:
+    with Interrupt(run.step) as interrupt:
         while run.progress.epoch < config.epochs:
             if not run.train_epoch(interrupt, stop_after_steps, after_step):
                 run.close()
@@ -365,7 +321,9 @@ class _Run:
             epoch_done = progress.batch == self.train.steps_per_epoch  # its end saves anyway
             every = config.checkpoint_every
             checkpoint = bool(every) and self.step % every == 0 and not epoch_done
-            stop = interrupt.requested or bool(stop_after_steps and self.step >= stop_after_steps)
+            # Every step, on every host (on several hosts: JAX's preemption sync point).
+            stop = interrupt.reached(self.step)
+            stop = stop or bool(stop_after_steps and self.step >= stop_after_steps)
             if self.bar is not None:
                 self.bar.update(1)
                 if progress.batch % _BAR_REFRESH_STEPS == 0 or epoch_done:

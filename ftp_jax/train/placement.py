@@ -73,9 +73,9 @@ class Placement:
         """
         if self.mesh is None:
             return jax.device_put(tree, jax.devices()[0])
-        placed = jax.tree_util.tree_map(lambda x: jax.device_put(x, self.sharding_of(x)), tree)
+        placed = jax.tree_util.tree_map(lambda x: _put(x, self.sharding_of(x)), tree)
         if isinstance(placed, TrainState):  # the RNG key's data: one key, never split
-            placed = placed._replace(rng=jax.device_put(tree.rng, self._replicated))
+            placed = placed._replace(rng=_put(tree.rng, self._replicated))
         return placed
 
     def batch(self, batch: dict[str, np.ndarray], *, host_rows: bool = False) -> dict:
@@ -116,6 +116,22 @@ class Placement:
                 self.mesh, jax.sharding.PartitionSpec(None, "data")
             )
         return {key: _global_array(value, sharding) for key, value in stacked.items()}
+
+
+def _put(x: Any, sharding: jax.sharding.NamedSharding) -> jax.Array:
+    """``x`` (the same value on every host) placed with ``sharding``.
+
+    On several hosts an array held by this host alone is rebuilt from its host copy:
+    ``jax.device_put`` of such an array onto a multi-host sharding (jax 0.10) gives an
+    array that computes but whose shards orbax cannot save (a checkpoint before the
+    first step that replaces it, e.g. on preemption, failed).
+    """
+    if jax.process_count() == 1 or (isinstance(x, jax.Array) and not x.is_fully_addressable):
+        return jax.device_put(x, sharding)
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = _put(jax.random.key_data(x), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    return _global_array(np.asarray(x), sharding)
 
 
 def _from_host_rows(value: np.ndarray, sharding, axis: int = 0) -> jax.Array:

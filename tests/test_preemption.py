@@ -1,0 +1,105 @@
+"""``Interrupt``: SIGTERM and Ctrl-C on one process, and through JAX's preemption sync
+point on several (simulated here; ``test_multihost`` runs two real processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import warnings
+
+import pytest
+
+from ftp_jax.train import preemption
+from ftp_jax.train.preemption import Interrupt
+
+
+def test_one_process_sigterm_stops_at_the_next_step_with_exit_143():
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with Interrupt(7) as interrupt:
+        assert not interrupt.reached(8)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert interrupt.reached(9)
+        with pytest.raises(SystemExit) as stopped:
+            interrupt.stop()
+    assert stopped.value.code == 143
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_one_process_ctrl_c_stops_with_keyboard_interrupt_and_twice_at_once():
+    with Interrupt() as interrupt:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert interrupt.reached(1)
+        with pytest.raises(KeyboardInterrupt):
+            interrupt.stop()
+        with pytest.raises(KeyboardInterrupt):  # the second Ctrl-C: at once
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.fixture
+def two_hosts(monkeypatch):
+    """Two processes with JAX's preemption service, whose sync point is ``sync[0]``."""
+    calls, sync, kills = [], [None], []
+
+    def reached_preemption_sync_point(step):
+        calls.append(step)
+        return step == sync[0]
+
+    monkeypatch.setattr(preemption.jax, "process_count", lambda: 2)
+    monkeypatch.setattr(preemption, "preemption_service_running", lambda: True)
+    monkeypatch.setattr(
+        preemption.multihost_utils, "reached_preemption_sync_point", reached_preemption_sync_point
+    )
+    monkeypatch.setattr(preemption.os, "kill", lambda pid, signum: kills.append(signum))
+    return calls, sync, kills
+
+
+def test_several_hosts_stop_at_the_sync_point_and_leave_sigterm_to_jax(two_hosts):
+    calls, sync, _ = two_hosts
+    sigterm = signal.getsignal(signal.SIGTERM)
+    with Interrupt(40) as interrupt:
+        # JAX's C++ handler keeps SIGTERM: a Python handler would hide the notice.
+        assert signal.getsignal(signal.SIGTERM) is sigterm
+        assert [interrupt.reached(step) for step in (41, 42)] == [False, False]
+        sync[0] = 44  # a host got SIGTERM; the hosts agreed on step 44
+        assert [interrupt.reached(step) for step in (43, 44)] == [False, True]
+        assert interrupt.reached(45)  # asked once: the loop saves and stops at 44
+        with pytest.raises(SystemExit) as stopped:  # whichever host got the signal
+            interrupt.stop()
+    assert stopped.value.code == 143
+    assert calls == [40, 41, 42, 43, 44]  # the start step, then every step
+
+
+def test_several_hosts_ctrl_c_becomes_a_preemption_notice(two_hosts):
+    calls, sync, kills = two_hosts
+    with Interrupt() as interrupt:
+        handler = signal.getsignal(signal.SIGINT)
+        handler(signal.SIGINT, None)  # Ctrl-C on this host
+        assert kills == [signal.SIGTERM]  # to JAX's handler, which tells every host
+        assert not interrupt.reached(1)  # not before the hosts agree
+        sync[0] = 2
+        assert interrupt.reached(2)
+        with pytest.raises(KeyboardInterrupt):
+            interrupt.stop()
+        with pytest.raises(KeyboardInterrupt):  # the second Ctrl-C: at once
+            handler(signal.SIGINT, None)
+
+
+def test_several_hosts_without_the_preemption_service_leave_signals_alone(monkeypatch):
+    monkeypatch.setattr(preemption.jax, "process_count", lambda: 2)
+    monkeypatch.setattr(preemption, "preemption_service_running", lambda: False)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.warns(UserWarning, match="jax_enable_preemption_service"):
+        with Interrupt() as interrupt:
+            assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+            assert not interrupt.reached(1)
+
+
+def test_one_process_asks_no_sync_point(monkeypatch):
+    def fail(step):
+        raise AssertionError("one process needs no sync point")
+
+    monkeypatch.setattr(preemption.multihost_utils, "reached_preemption_sync_point", fail)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with Interrupt() as interrupt:
+            assert not interrupt.reached(1)

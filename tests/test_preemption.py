@@ -1,11 +1,16 @@
 """``Interrupt``: SIGTERM and Ctrl-C on one process, and through JAX's preemption sync
-point on several (simulated here; ``test_multihost`` runs two real processes)."""
+point on several (simulated, and two real processes for Ctrl-C; ``test_multihost``
+stops a two-process training run with SIGTERM)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +108,30 @@ def test_one_process_asks_no_sync_point(monkeypatch):
         warnings.simplefilter("error")
         with Interrupt() as interrupt:
             assert not interrupt.reached(1)
+
+
+def test_ctrl_c_on_one_of_two_processes_stops_both_at_one_step():
+    """Two real processes (``tests/preemption_worker.py``) and JAX's preemption service."""
+    from ftp_jax.cli import EXIT_INTERRUPTED, EXIT_TERMINATED
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.preemption_worker", str(i), str(port)],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [worker.communicate(timeout=120)[0] for worker in workers]
+    codes = [worker.returncode for worker in workers]
+    assert codes == [EXIT_TERMINATED, EXIT_INTERRUPTED], "\n".join(o[-2000:] for o in outputs)
+    stops = [[line for line in out.splitlines() if line.startswith("STOP ")] for out in outputs]
+    assert stops[0] == stops[1] and len(stops[0]) == 1  # one step, the same on both
+    assert int(stops[0][0].split()[1]) > 5

@@ -8,7 +8,9 @@ the test/OOD numbers of the selected epoch at the end. Metrics go to
 ``<workdir>/metrics.jsonl``; checkpoints to ``<workdir>/checkpoints``; the final
 numbers to ``<workdir>/result.json``. A run started again in the same work
 directory resumes from its last checkpoint and ends bit-identical to an
-uninterrupted run; a finished run returns its stored result.
+uninterrupted run; a finished run returns its stored result. SIGTERM and Ctrl-C
+save a checkpoint and stop the run; on several hosts all of them save and stop at
+one step they agree on (:mod:`ftp_jax.train.preemption`).
 """
 
 from __future__ import annotations

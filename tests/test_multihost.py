@@ -38,7 +38,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(process_id, num_processes, devices, port, data_dir, out_dir, runs=RUNS, *options):
+def _worker(process_id, num_processes, devices, port, data_dir, out_dir, runs=RUNS):
     command = [
         sys.executable,
         "-m",
@@ -49,7 +49,6 @@ def _worker(process_id, num_processes, devices, port, data_dir, out_dir, runs=RU
         f"--devices={devices}",
         f"--data_dir={data_dir}",
         f"--out_dir={out_dir}",
-        *options,
         "--runs",
         *runs,
     ]

@@ -8,7 +8,15 @@ __all__ = ["require_extra"]
 
 # What each extra of pyproject.toml provides, by import name.
 EXTRAS = {
-    "train": ("flax", "orbax.checkpoint", "tensorflow_datasets", "grain", "PIL", "tqdm"),
+    "train": (
+        "flax",
+        "orbax.checkpoint",
+        "tensorflow_datasets",
+        "grain",
+        "PIL",
+        "tqdm",
+        "safetensors",
+    ),
     "experiments": ("mlxtend", "sklearn", "matplotlib"),
 }
 

@@ -56,8 +56,7 @@ from flax import nnx
 from ftp_jax.convert import _hf_clip, _sharded
 from ftp_jax.convert._errors import CheckpointError
 from ftp_jax.convert._resize import METHODS, grid_side, resample_positions
-from ftp_jax.convert._safetensors import _header as _safetensors_header
-from ftp_jax.convert._safetensors import is_safetensors, read_safetensors
+from ftp_jax.convert._safetensors import check_safetensors, is_safetensors, read_safetensors
 from ftp_jax.convert._torch_pickle import (
     Opaque,
     UnsupportedCheckpoint,
@@ -369,8 +368,7 @@ def check_checkpoint(path: str | os.PathLike) -> str:
         return path
     if path.endswith(".safetensors") or is_safetensors(path):
         try:
-            with open(path, "rb") as file:
-                _safetensors_header(file, path)
+            check_safetensors(path)
         except ValueError as error:
             raise UnsupportedCheckpoint(str(error)) from None
         return path

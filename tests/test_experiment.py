@@ -80,7 +80,7 @@ def test_digits_config_rows():
             assert (row.method.optimizer, row.method.learning_rate) == ("sgd", ftp.learning_rate)
     assert config.wise_ft_alphas == (0.0, 0.25, 0.5, 0.75, 1.0)
     lp_ft = next(row.method for row in quick(config).methods if row.method.name == "lp_ft")
-    assert lp_ft.lp_epochs == 1  # 10 of 30 epochs -> 1 of 2
+    assert lp_ft.options.lp_epochs == 1  # 10 of 30 epochs -> 1 of 2
 
 
 def test_wise_ft_source_must_be_a_row():

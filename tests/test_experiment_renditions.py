@@ -71,9 +71,7 @@ def test_writes_tables_and_plots(tiny_run):
         labels = [row["label"] for row in results["summary"] if row["regime"] == regime]
         wise = [wise_ft_label(alpha, HEAD) for alpha in (0.0, 0.5, 1.0)]
         assert labels == [*KEPT, *wise, wise_ft_tuned_label(HEAD)]
-        assert (
-            workdir / "finetune" / f"p{regime}" / "l2_sp_sgd" / "l2sp_alpha_10" / "seed0"
-        ).is_dir()
+        assert (workdir / "finetune" / f"p{regime}" / "l2_sp_sgd" / "alpha_10" / "seed0").is_dir()
 
 
 def test_tuned_row_counts_its_runs_and_keeps_the_best_on_validation(tiny_run):
@@ -82,7 +80,7 @@ def test_tuned_row_counts_its_runs_and_keeps_the_best_on_validation(tiny_run):
         trials = [
             r for r in results["runs"] if r["label"] == "L2-SP (SGD)" and r["regime"] == regime
         ]
-        assert sorted(r["setting"]["l2sp_alpha"] for r in trials) == [0.1, 10.0]
+        assert sorted(r["setting"]["alpha"] for r in trials) == [0.1, 10.0]
         best = max(trials, key=lambda r: r["validation"]["accuracy"])  # first on ties
         assert [r["selected"] for r in trials].count(True) == 1
         row = next(
@@ -138,7 +136,7 @@ def test_other_seeds_run_the_chosen_value(monkeypatch):
     stage = run_module._Stage(config, config.regimes[0], None, None, None, [], False)
     runs = stage.row(row)
     assert calls == [(0.1, 0), (0.5, 0), (2.0, 0), (0.5, 1), (0.5, 2)]
-    assert [(r["setting"]["pgm_radius"], r["seed"], r["selected"]) for r in runs] == [
+    assert [(r["setting"]["radius"], r["seed"], r["selected"]) for r in runs] == [
         (0.5, 0, True),
         (0.5, 1, True),
         (0.5, 2, True),
@@ -157,9 +155,9 @@ def test_default_is_the_renditions_protocol():
     tuned = {label: row.tune for label, row in rows.items() if row.grid}
     assert tuned == {
         "LP-FT (SGD)": "lp_share",
-        "L2-SP (SGD)": "l2sp_alpha",
-        "MARS-PGM (SGD)": "pgm_radius",
-        "SPD (SGD)": "spd_strength",
+        "L2-SP (SGD)": "alpha",
+        "MARS-PGM (SGD)": "radius",
+        "SPD (SGD)": "strength",
     }
     assert all(len(row.grid) == 3 for row in rows.values() if row.grid)
     assert rows[HEAD].pretrained_head and config.wise_ft_tune
@@ -169,17 +167,19 @@ def test_default_is_the_renditions_protocol():
 
 def test_row_and_regime_settings():
     lp_ft = MethodRun("LP-FT", MethodConfig(name="lp_ft"), tune="lp_share", grid=(0.25, 0.75))
-    assert lp_ft.with_setting(0.25, 15).lp_epochs == 4
-    assert lp_ft.with_setting(0.75, 3).lp_epochs == 2
-    assert lp_ft.with_setting(0.25, 2).lp_epochs == 1
-    mars = MethodRun("M", MethodConfig(name="mars_pgm"), tune="pgm_radius", grid=(0.1, 2.0))
-    assert mars.with_setting(2.0, 3).pgm_radius == 2.0
+    assert lp_ft.with_setting(0.25, 15).options.lp_epochs == 4
+    assert lp_ft.with_setting(0.75, 3).options.lp_epochs == 2
+    assert lp_ft.with_setting(0.25, 2).options.lp_epochs == 1
+    mars = MethodRun("M", MethodConfig(name="mars_pgm"), tune="radius", grid=(0.1, 2.0))
+    assert mars.with_setting(2.0, 3).options.radius == 2.0
     config = renditions_config()
     ten = config.regime_finetune(Regime(10, epochs=15, batch_size=16))
     assert (ten.epochs, ten.batch_size, ten.lr_schedule) == (15, 16, config.finetune.lr_schedule)
     with pytest.raises(ValueError, match="`tune` and `grid` go together"):
-        MethodRun("x", MethodConfig(), tune="l2sp_alpha")
-    with pytest.raises(ValueError, match="is neither a MethodConfig field"):
+        MethodRun("x", MethodConfig(), tune="alpha")
+    with pytest.raises(
+        ValueError, match=r"neither a field of method 'vanilla''s options \(NoOptions"
+    ):
         MethodRun("x", MethodConfig(), tune="alpha", grid=(1.0,))
     with pytest.raises(ValueError, match=r"an lp_share must be in \(0, 1\)"):
         MethodRun("x", MethodConfig(name="lp_ft"), tune="lp_share", grid=(1.0,))

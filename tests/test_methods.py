@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -16,7 +17,7 @@ from absl.testing import parameterized
 from flax import nnx
 
 import ftp_jax
-from ftp_jax.train import MethodConfig, TrainConfig, apply_overrides, build_method, fit
+from ftp_jax.train import MethodConfig, TrainConfig, apply_overrides, build_method, fit, methods
 from ftp_jax.train.steps import split_model
 from tests import tiny_fit
 
@@ -25,47 +26,82 @@ def _params():
     return split_model(tiny_fit.TinyNet(nnx.Rngs(0)))[1]
 
 
+def _method_config(name="vanilla", **settings):
+    """A MethodConfig from flat keyword settings: those of the method's options go there."""
+    options_type = methods.options_type(name)
+    own = {f.name for f in dataclasses.fields(options_type)}
+    options = options_type(**{k: v for k, v in settings.items() if k in own})
+    common = {k: v for k, v in settings.items() if k not in own}
+    return MethodConfig(name=name, options=options, **common)
+
+
 class ConfigTest(parameterized.TestCase):
     @parameterized.parameters(
-        (dict(l2sp_alpha=-1.0), r"method.l2sp_alpha must be a finite number >= 0"),
-        (dict(l2sp_beta=float("nan")), r"method.l2sp_beta must be a finite number >= 0"),
-        (dict(spd_strength=-0.5), r"method.spd_strength must be a finite number >= 0"),
-        (dict(pgm_radius=-1.0), r"method.pgm_radius must be a finite number >= 0"),
-        (dict(pgm_radius=()), r"method.pgm_radius must be a number >= 0 or rules"),
-        (dict(pgm_radius=(("(", 1.0),)), r"the pattern '\(' is invalid"),
-        (dict(pgm_radius=(("a", 1.0, 2),)), r"is not a \(regex, radius\) pair"),
-        (dict(pgm_radius=(("a", -1.0),)), r"method.pgm_radius for 'a' must be"),
-        (dict(name="lp_ft", lp_epochs=0), r"'lp_ft' needs lp_epochs >= 1"),
-        (dict(lp_epochs=2.5), r"method.lp_epochs must be an integer"),
+        (dict(name="l2sp", options=dict(alpha=-1.0)), r"method.options.alpha must be a finite"),
+        (dict(name="l2sp", options=dict(beta=float("nan"))), r"method.options.beta must be a"),
+        (dict(name="spd", options=dict(strength=-0.5)), r"method.options.strength must be a"),
+        (dict(name="mars_pgm", options=dict(radius=-1.0)), r"method.options.radius must be a"),
+        (dict(name="mars_pgm", options=dict(radius=())), r"radius must be a number >= 0 or rules"),
+        (dict(name="mars_pgm", options=dict(radius=(("(", 1.0),))), r"pattern '\(' is invalid"),
+        (dict(name="mars_pgm", options=dict(radius=(("a", 1.0, 2),))), r"not a \(regex, radius"),
+        (dict(name="mars_pgm", options=dict(radius=(("a", -1.0),))), r"radius for 'a' must be"),
+        (dict(name="ftp", options=dict(norm="l1")), r"unknown method.options.norm 'l1'"),
+        (dict(name="tpgm", options=dict(max_iters=0)), r"method.options.max_iters must be >= 1"),
+        (dict(name="tpgm", options=dict(proj_freq=0)), r"proj_freq=0 and post_hoc_iters=0 never"),
+        (dict(name="lp_ft", options=dict(lp_epochs=0)), r"'lp_ft' needs options.lp_epochs >= 1"),
+        (dict(name="lp_ft", options=dict(lp_epochs=2.5)), r"lp_epochs must be an integer"),
         (dict(name="l2sp", weight_decay=1e-4), r"'l2sp' replaces weight decay"),
     )
     def test_invalid_values_are_refused(self, kwargs, message):
+        options = kwargs.pop("options", None)
         with self.assertRaisesRegex(ValueError, message):
-            MethodConfig(**kwargs)
+            if options is not None:
+                options = methods.options_type(kwargs["name"])(**options)
+            MethodConfig(**kwargs, options=options)
+
+    def test_options_are_the_methods_own(self):
+        """Each method's options dataclass comes from the registry; another's is refused."""
+        self.assertEqual(MethodConfig(name="ftp").options, methods.FTPOptions())
+        self.assertEqual(MethodConfig(name="vanilla").options, methods.NoOptions())
+        with self.assertRaisesRegex(ValueError, r"method 'tpgm' must be a TPGMOptions.*FTPOptions"):
+            MethodConfig(name="tpgm", options=methods.FTPOptions(k=0.5))
+        for name in methods.METHODS:
+            self.assertIsInstance(MethodConfig(name=name).options, methods.REGISTRY[name].options)
 
     def test_lp_epochs_must_leave_fine_tuning_epochs(self):
+        lp_ft = methods.LPFTOptions(lp_epochs=3)
         with self.assertRaisesRegex(ValueError, r"lp_epochs=3 and epochs=3 never fine-tunes"):
-            TrainConfig(epochs=3, method=MethodConfig(name="lp_ft", lp_epochs=3))
-        TrainConfig(epochs=4, method=MethodConfig(name="lp_ft", lp_epochs=3))
+            TrainConfig(epochs=3, method=MethodConfig(name="lp_ft", options=lp_ft))
+        TrainConfig(epochs=4, method=MethodConfig(name="lp_ft", options=lp_ft))
 
     def test_new_names_and_overrides(self):
         config = apply_overrides(
             TrainConfig(epochs=5),
-            ["method.name='mars_pgm'", "method.pgm_radius=(('dense/.*', 2.0), ('.*', 1))"],
+            ["method.name='mars_pgm'", "method.options.radius=(('dense/.*', 2.0), ('.*', 1))"],
         )
-        self.assertEqual(config.method.pgm_radius, (("dense/.*", 2.0), (".*", 1)))
+        self.assertEqual(config.method.options.radius, (("dense/.*", 2.0), (".*", 1)))
+        # A name change with default options takes the new method's defaults; an option of
+        # another method is an unknown key naming the close ones.
+        with self.assertRaisesRegex(ValueError, r"must be a TPGMOptions.*got MarsPGMOptions"):
+            apply_overrides(config, ["method.name=tpgm"])  # set options that are not defaults
+        config = apply_overrides(
+            TrainConfig(epochs=5), ["method.name=tpgm", "method.options.max_iters=3"]
+        )
+        self.assertEqual(config.method.options, methods.TPGMOptions(max_iters=3))
+        with self.assertRaisesRegex(KeyError, r"no key 'method.options.k'"):
+            apply_overrides(config, ["method.options.k=0.5"])
         with self.assertRaisesRegex(ValueError, r"unknown method.name 'spdd'.*'spd'.*'lp_ft'"):
             MethodConfig(name="spdd")
 
 
 class BuildMethodTest(parameterized.TestCase):
     def _tx(self, **method):
-        config = TrainConfig(epochs=4, method=MethodConfig(learning_rate=0.1, **method))
+        config = TrainConfig(epochs=4, method=_method_config(learning_rate=0.1, **method))
         return build_method(config, _params(), steps_per_epoch=2).tx
 
     def test_l2sp_coupled_is_l2sp_before_sgd(self):
         params = _params()
-        tx = self._tx(name="l2sp", l2sp_alpha=0.5, l2sp_beta=0.2, momentum=0.0)
+        tx = self._tx(name="l2sp", alpha=0.5, beta=0.2, momentum=0.0)
         moved = jax.tree_util.tree_map(lambda p: p + 1.0, params)
         zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
         updates, _ = tx.update(zeros, tx.init(params), moved)
@@ -77,13 +113,13 @@ class BuildMethodTest(parameterized.TestCase):
 
     def test_l2sp_decoupled(self):
         params = _params()
-        tx = self._tx(name="l2sp", l2sp_alpha=0.5, l2sp_decoupled=True, optimizer="adamw")
+        tx = self._tx(name="l2sp", alpha=0.5, decoupled=True, optimizer="adamw")
         self.assertIsInstance(tx.init(params), ftp_jax.L2SPDecoupledState)
 
     def test_mars_pgm_radius_rules_skip_the_head(self):
         params = _params()
         rules = (("body/kernel", 0.0), (".*", 1e6))
-        tx = self._tx(name="mars_pgm", pgm_radius=rules)
+        tx = self._tx(name="mars_pgm", radius=rules)
         grads = jax.tree_util.tree_map(jnp.ones_like, params)
         updates, state = tx.update(grads, tx.init(params), params)
         np.testing.assert_array_equal(updates["body"]["kernel"], 0.0)  # radius 0: pinned
@@ -92,8 +128,8 @@ class BuildMethodTest(parameterized.TestCase):
         self.assertIsInstance(state.anchor["head"]["kernel"], optax.MaskedNode)
 
     def test_mars_pgm_rules_must_cover_the_backbone(self):
-        with self.assertRaisesRegex(ValueError, r"`method.pgm_radius`: no rule covers"):
-            self._tx(name="mars_pgm", pgm_radius=(("body/.*", 1.0),)).init(_params())
+        with self.assertRaisesRegex(ValueError, r"`method.options.radius`: no rule covers"):
+            self._tx(name="mars_pgm", radius=(("body/.*", 1.0),)).init(_params())
 
     def test_spd_and_lp_ft_states(self):
         params = _params()
@@ -121,7 +157,7 @@ def _tiny_fit(workdir, **method):
         epochs=3,
         batch_size=16,
         progress=False,
-        method=MethodConfig(learning_rate=0.05, **method),
+        method=_method_config(learning_rate=0.05, **method),
     )
     return fit(tiny_fit.TinyNet(nnx.Rngs(0)), config, train, validation, tests, workdir)
 
@@ -137,8 +173,8 @@ class TinyFitTest(parameterized.TestCase):
         return [x for x in map(json.loads, lines) if x["event"] == "epoch"]
 
     @parameterized.parameters(
-        dict(name="l2sp", l2sp_alpha=1.0),
-        dict(name="mars_pgm", pgm_radius=0.05),
+        dict(name="l2sp", alpha=1.0),
+        dict(name="mars_pgm", radius=0.05),
         dict(name="spd"),
         dict(name="lp_ft", lp_epochs=1),
     )
@@ -165,7 +201,7 @@ if __name__ == "__main__":
 class ResumeTest(parameterized.TestCase):
     @parameterized.parameters(
         dict(name="lp_ft", lp_epochs=1),
-        dict(name="l2sp", l2sp_decoupled=True, optimizer="adamw"),
+        dict(name="l2sp", decoupled=True, optimizer="adamw"),
     )
     def test_resumed_run_is_identical(self, **method):
         straight, resumed = (Path(tempfile.mkdtemp(prefix="ftp_jax_methods_")) for _ in "ab")
@@ -177,7 +213,7 @@ class ResumeTest(parameterized.TestCase):
             batch_size=16,
             checkpoint_every=5,
             progress=False,
-            method=MethodConfig(learning_rate=0.05, **method),
+            method=_method_config(learning_rate=0.05, **method),
         )
 
         def run(workdir, **kwargs):

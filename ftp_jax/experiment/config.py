@@ -15,6 +15,13 @@ import dataclasses
 import numbers
 
 from ftp_jax.train.config import MethodConfig, TrainConfig
+from ftp_jax.train.methods import (
+    L2SPOptions,
+    LPFTOptions,
+    MarsPGMOptions,
+    SPDOptions,
+    TPGMOptions,
+)
 
 __all__ = [
     "ExperimentConfig",
@@ -27,7 +34,7 @@ __all__ = [
     "renditions_config",
 ]
 
-# A tunable that is not a MethodConfig field: LP-FT's linear-probe share of the epochs.
+# A tunable that is not a field of the method's options: LP-FT's linear-probe share of the epochs.
 LP_SHARE = "lp_share"
 
 
@@ -39,9 +46,10 @@ class MethodRun:
       label: the row's name in the table (and, slugged, its work directory).
       method: the method and its base optimizer.
       tune: a hyper-parameter chosen on the ID validation split from ``grid``: a
-        numeric field of :class:`MethodConfig` (``l2sp_alpha``, ``pgm_radius``,
-        ``spd_strength``, ...) or ``"lp_share"`` (LP-FT: the share of the epochs
-        spent as a linear probe, turned into ``lp_epochs`` for each regime).
+        numeric field of the method's options (``alpha`` of ``L2SPOptions``,
+        ``radius`` of ``MarsPGMOptions``, ``strength`` of ``SPDOptions``, ...) or
+        ``"lp_share"`` (LP-FT: the share of the epochs spent as a linear probe,
+        turned into ``lp_epochs`` for each regime).
         ``""`` = nothing tuned (the row runs ``method`` as it is).
       grid: the candidate values of ``tune``, each trained on the experiment's
         ``tune_seeds``; the best by mean validation accuracy is then trained on
@@ -65,11 +73,12 @@ class MethodRun:
             )
         if not self.tune:
             return
-        fields = {f.name for f in dataclasses.fields(MethodConfig)}
+        fields = {f.name for f in dataclasses.fields(self.method.options)}
         if self.tune != LP_SHARE and self.tune not in fields:
             raise ValueError(
-                f"row {self.label!r}: `tune` {self.tune!r} is neither a MethodConfig field nor "
-                f"{LP_SHARE!r}; fields: {sorted(fields)}."
+                f"row {self.label!r}: `tune` {self.tune!r} is neither a field of method "
+                f"{self.method.name!r}'s options ({type(self.method.options).__name__}: "
+                f"{sorted(fields)}) nor {LP_SHARE!r}."
             )
         if self.tune == LP_SHARE and self.method.name != "lp_ft":
             raise ValueError(f"row {self.label!r}: tune={LP_SHARE!r} needs method 'lp_ft'.")
@@ -83,12 +92,15 @@ class MethodRun:
 
     def with_setting(self, value: float, epochs: int) -> MethodConfig:
         """``method`` with ``tune`` set to ``value`` (a run of ``epochs`` epochs)."""
+        options = self.method.options
         if self.tune == LP_SHARE:
-            return dataclasses.replace(self.method, lp_epochs=lp_epochs_of_share(value, epochs))
-        current = getattr(self.method, self.tune)
-        if isinstance(current, int) and not isinstance(current, bool):
-            value = int(value)
-        return dataclasses.replace(self.method, **{self.tune: value})
+            options = dataclasses.replace(options, lp_epochs=lp_epochs_of_share(value, epochs))
+        else:
+            current = getattr(options, self.tune)
+            if isinstance(current, int) and not isinstance(current, bool):
+                value = int(value)
+            options = dataclasses.replace(options, **{self.tune: value})
+        return dataclasses.replace(self.method, options=options)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,7 +227,7 @@ _SGD = dict(optimizer="sgd", learning_rate=1e-2, momentum=0.9)
 _ADAMW = dict(optimizer="adamw", learning_rate=1e-3)
 # TPGM's defaults in the reference's DomainNet runs: a projection update after
 # every step, one radius step of Adam(1e-2) on a held-out batch.
-_TPGM = dict(name="tpgm", proj_freq=1, max_iters=1, radius_learning_rate=1e-2)
+_TPGM = dict(name="tpgm", options=TPGMOptions(proj_freq=1, max_iters=1, radius_learning_rate=1e-2))
 
 
 def digits_config() -> ExperimentConfig:
@@ -233,10 +245,18 @@ def digits_config() -> ExperimentConfig:
         MethodRun("linear probe (SGD)", MethodConfig(name="linear_probe", **_SGD)),
         MethodRun("FTP (SGD)", MethodConfig(name="ftp", **_SGD)),
         MethodRun("TPGM (SGD)", MethodConfig(**_TPGM, **_SGD)),
-        MethodRun("L2-SP (SGD)", MethodConfig(name="l2sp", l2sp_alpha=1.0, l2sp_beta=0.01, **_SGD)),
-        MethodRun("MARS-PGM (SGD)", MethodConfig(name="mars_pgm", pgm_radius=0.5, **_SGD)),
-        MethodRun("SPD (SGD)", MethodConfig(name="spd", spd_strength=1.0, **_SGD)),
-        MethodRun("LP-FT (SGD)", MethodConfig(name="lp_ft", lp_epochs=10, **_SGD)),
+        MethodRun(
+            "L2-SP (SGD)",
+            MethodConfig(name="l2sp", options=L2SPOptions(alpha=1.0, beta=0.01), **_SGD),
+        ),
+        MethodRun(
+            "MARS-PGM (SGD)",
+            MethodConfig(name="mars_pgm", options=MarsPGMOptions(radius=0.5), **_SGD),
+        ),
+        MethodRun("SPD (SGD)", MethodConfig(name="spd", options=SPDOptions(strength=1.0), **_SGD)),
+        MethodRun(
+            "LP-FT (SGD)", MethodConfig(name="lp_ft", options=LPFTOptions(lp_epochs=10), **_SGD)
+        ),
         MethodRun("vanilla (AdamW)", MethodConfig(name="vanilla", **_ADAMW)),
         MethodRun("FTP (AdamW)", MethodConfig(name="ftp", **_ADAMW)),
     )
@@ -291,20 +311,20 @@ def renditions_config() -> ExperimentConfig:
         ),
         MethodRun(
             "L2-SP (SGD)",
-            MethodConfig(name="l2sp", l2sp_beta=0.01, **_SGD),
-            tune="l2sp_alpha",
+            MethodConfig(name="l2sp", options=L2SPOptions(beta=0.01), **_SGD),
+            tune="alpha",
             grid=(0.1, 1.0, 10.0),
         ),
         MethodRun(
             "MARS-PGM (SGD)",
             MethodConfig(name="mars_pgm", **_SGD),
-            tune="pgm_radius",
+            tune="radius",
             grid=(0.1, 0.5, 2.0),
         ),
         MethodRun(
             "SPD (SGD)",
             MethodConfig(name="spd", **_SGD),
-            tune="spd_strength",
+            tune="strength",
             grid=(0.3, 1.0, 3.0),
         ),
         MethodRun("FTP (SGD)", MethodConfig(name="ftp", **_SGD)),
@@ -364,10 +384,12 @@ def quick(config: ExperimentConfig) -> ExperimentConfig:
     methods = []
     for row in config.methods:
         if row.method.name == "lp_ft" and not row.tune:
-            method = dataclasses.replace(
-                row.method,
-                lp_epochs=_scaled_epochs(row.method.lp_epochs, config.finetune.epochs, epochs),
+            lp_epochs = row.method.options.lp_epochs
+            options = dataclasses.replace(
+                row.method.options,
+                lp_epochs=_scaled_epochs(lp_epochs, config.finetune.epochs, epochs),
             )
+            method = dataclasses.replace(row.method, options=options)
             row = dataclasses.replace(row, method=method)
         if row.grid:  # an LP-FT share of two epochs is 1 of 2, whatever the share
             several = row.tune == LP_SHARE or len(config.regimes) > 1

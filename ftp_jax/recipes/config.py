@@ -9,6 +9,7 @@ import numpy as np
 from ftp_jax.data.imagenet_classes import CLASS_SUBSETS, class_subset_indices
 from ftp_jax.models.kinds import MODEL_KINDS
 from ftp_jax.train.config import MethodConfig, TrainConfig
+from ftp_jax.train.methods import TPGMOptions
 
 __all__ = ["RecipeConfig", "MODELS", "domainnet", "imagenet_vit_posthoc"]
 
@@ -104,7 +105,9 @@ def domainnet(method: str, *, model: str = "clip_resnet50", percent: int = 100) 
             name="ftp", optimizer="adamw", learning_rate=1e-4, weight_decay=0.1
         ),
         "tpgm": MethodConfig(
-            name="tpgm", proj_freq=1, max_iters=1, radius_learning_rate=1e-2, **sgd
+            name="tpgm",
+            options=TPGMOptions(proj_freq=1, max_iters=1, radius_learning_rate=1e-2),
+            **sgd,
         ),
     }
     if method not in methods:
@@ -153,11 +156,10 @@ def imagenet_vit_posthoc() -> RecipeConfig:
                 optimizer="adamw",
                 learning_rate=3e-5,
                 weight_decay=0.1,
-                norm="l2",
-                proj_freq=0,
-                post_hoc_iters=200,
-                radius_learning_rate=1e-2,
                 exclude_head=False,
+                options=TPGMOptions(
+                    norm="l2", proj_freq=0, post_hoc_iters=200, radius_learning_rate=1e-2
+                ),
             ),
         ),
     )

@@ -7,16 +7,33 @@ require_extra("train", "ftp_jax.train")
 from ftp_jax.train.checkpoint import Checkpointer, CheckpointMismatchError
 from ftp_jax.train.config import MethodConfig, TrainConfig, apply_overrides
 from ftp_jax.train.loop import EvalSet, FitResult, fit
-from ftp_jax.train.methods import Method, build_method
+from ftp_jax.train.methods import (
+    FTPOptions,
+    L2SPOptions,
+    LPFTOptions,
+    MarsPGMOptions,
+    Method,
+    NoOptions,
+    SPDOptions,
+    TPGMOptions,
+    build_method,
+)
 from ftp_jax.train.steps import TrainState, make_eval_step, make_train_step
 
 __all__ = [
     "CheckpointMismatchError",
     "Checkpointer",
     "EvalSet",
+    "FTPOptions",
     "FitResult",
+    "L2SPOptions",
+    "LPFTOptions",
+    "MarsPGMOptions",
     "Method",
     "MethodConfig",
+    "NoOptions",
+    "SPDOptions",
+    "TPGMOptions",
     "TrainConfig",
     "TrainState",
     "apply_overrides",

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 import re
 from typing import Any
 
-from ftp_jax.train.methods import METHODS
+from ftp_jax.train._checks import check_choice
+from ftp_jax.train.methods import METHODS, options_type
 
 __all__ = [
     "BASE_OPTIMIZERS",
@@ -33,32 +33,22 @@ class MethodConfig:
         only), ``ftp`` (FTP around the base optimizer), ``tpgm`` (base optimizer +
         TPGM projection), ``l2sp`` (L2-SP penalty), ``mars_pgm`` (projection onto a
         fixed radius), ``spd`` (selective projection decay), ``lp_ft`` (linear
-        probe, then full fine-tuning).
+        probe, then full fine-tuning): the names of
+        :data:`ftp_jax.train.methods.REGISTRY`.
       optimizer: ``sgd`` (momentum, weight decay added to the gradient, as torch)
         or ``adamw`` (decoupled weight decay).
       learning_rate, momentum, weight_decay: of the base optimizer.
+      head_pattern: regex over parameter paths of the new head: excluded from
+        FTP/TPGM, the only leaves a linear probe trains. Must match something.
       exclude_head: FTP, TPGM and MARS-PGM leave the head to the base optimizer
         (True, the reference's DomainNet runs) or project it too (False, the
         reference's ImageNet ViT run, "nothing excluded").
-      head_pattern: regex over parameter paths of the new head: excluded from
-        FTP/TPGM, the only leaves a linear probe trains. Must match something.
-      ftp_k: FTP's gradient annealing factor.
-      norm: ``mars`` or ``l2`` (FTP and TPGM).
-      proj_freq: TPGM projection update every ``proj_freq`` steps (apply-only on
-        the others); 0 = post-hoc only.
-      radius_learning_rate, max_iters: TPGM's radius Adam learning rate (the
-        reference's ``proj_lr``) and steps per update.
-      post_hoc_iters: TPGM post-hoc update at the end (0 = none).
-      l2sp_alpha: L2-SP's pull toward the pre-trained weights (alpha).
-      l2sp_beta: L2-SP's plain L2 on the new head (beta).
-      l2sp_decoupled: L2-SP as a decay after the base step, scaled by the learning
-        rate (AdamW-style), instead of a gradient term before it.
-      pgm_radius: MARS-PGM's fixed radius (in ``norm`` units): one number for every
-        constrained leaf, or ``((regex, radius), ...)`` rules over parameter paths
-        (first full match wins; the head is excluded anyway).
-      spd_strength: SPD's lambda (the reference's ``weight_decay``).
-      lp_epochs: LP-FT's linear-probe epochs (head only) before full fine-tuning;
-        must be fewer than the run's epochs.
+      options: the method's own settings, an instance of its registered options
+        dataclass (``FTPOptions(k=1.0, norm="mars")``, ``TPGMOptions(...)``, ...;
+        see :mod:`ftp_jax.train.methods`); ``None`` = that dataclass's defaults.
+        From the command line: ``--set method.options.k=0.5``. Changing ``name``
+        of a config whose options are still the defaults takes the new method's
+        defaults.
     """
 
     name: str = "vanilla"
@@ -68,45 +58,30 @@ class MethodConfig:
     weight_decay: float = 0.0
     head_pattern: str = r"head/.*"
     exclude_head: bool = True
-    ftp_k: float = 1.0
-    norm: str = "mars"
-    proj_freq: int = 1
-    radius_learning_rate: float = 1e-2
-    max_iters: int = 1
-    post_hoc_iters: int = 0
-    l2sp_alpha: float = 1.0
-    l2sp_beta: float = 0.01
-    l2sp_decoupled: bool = False
-    pgm_radius: float | tuple[tuple[str, float], ...] = 0.5
-    spd_strength: float = 1.0
-    lp_epochs: int = 10
+    options: Any = None
 
     def __post_init__(self):
-        _check_choice("method.name", self.name, METHODS)
-        _check_choice("method.optimizer", self.optimizer, BASE_OPTIMIZERS)
-        _check_choice("method.norm", self.norm, ("mars", "l2"))
+        check_choice("method.optimizer", self.optimizer, BASE_OPTIMIZERS)
         if not self.learning_rate > 0:
             raise ValueError(f"method.learning_rate must be > 0, got {self.learning_rate}.")
-        if self.name == "tpgm" and self.proj_freq == 0 and self.post_hoc_iters == 0:
+        expected = options_type(self.name)
+        options = self.options
+        if options is None or (
+            type(options) is not expected
+            and dataclasses.is_dataclass(options)
+            and options == type(options)()  # another method's defaults: the name changed
+        ):
+            options = expected()
+        if type(options) is not expected:
+            fields = [f.name for f in dataclasses.fields(expected)]
             raise ValueError(
-                "method 'tpgm' with proj_freq=0 and post_hoc_iters=0 never projects; set "
-                "proj_freq >= 1 (during training) or post_hoc_iters >= 1 (at the end)."
+                f"method.options of method {self.name!r} must be a {expected.__name__} "
+                f"(fields {fields}), got {options!r}. Set the name first, then its options: "
+                f"MethodConfig(name={self.name!r}, options={expected.__name__}(...))."
             )
-        for name in ("l2sp_alpha", "l2sp_beta", "spd_strength"):
-            _check_nonnegative(f"method.{name}", getattr(self, name))
-        _check_radius(self.pgm_radius)
-        if isinstance(self.lp_epochs, bool) or not isinstance(self.lp_epochs, numbers.Integral):
-            raise ValueError(f"method.lp_epochs must be an integer, got {self.lp_epochs!r}.")
-        if self.name == "lp_ft" and self.lp_epochs < 1:
-            raise ValueError(
-                f"method 'lp_ft' needs lp_epochs >= 1 (linear-probe epochs before full "
-                f"fine-tuning), got {self.lp_epochs}; lp_epochs=0 is method 'vanilla'."
-            )
-        if self.name == "l2sp" and self.weight_decay:
-            raise ValueError(
-                f"method 'l2sp' replaces weight decay (l2sp_beta is its L2 on the new head); "
-                f"set method.weight_decay=0, got {self.weight_decay}."
-            )
+        object.__setattr__(self, "options", options)
+        if hasattr(options, "check_method"):
+            options.check_method(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,49 +114,12 @@ class TrainConfig:
     method: MethodConfig = dataclasses.field(default_factory=MethodConfig)
 
     def __post_init__(self):
-        _check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
+        check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.method.name == "lp_ft" and self.method.lp_epochs >= self.epochs:
-            raise ValueError(
-                f"method 'lp_ft' with lp_epochs={self.method.lp_epochs} and epochs="
-                f"{self.epochs} never fine-tunes the backbone; set method.lp_epochs below "
-                "epochs."
-            )
-
-
-def _check_nonnegative(name: str, value: Any) -> None:
-    valid = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not valid or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
-
-
-def _check_radius(radius: Any) -> None:
-    """A number >= 0, or a non-empty tuple of (regex, number >= 0) rules."""
-    if isinstance(radius, numbers.Real) and not isinstance(radius, bool):
-        _check_nonnegative("method.pgm_radius", radius)
-        return
-    usage = (
-        "method.pgm_radius must be a number >= 0 or rules ((regex, radius), ...), e.g. "
-        "((r'dense/.*', 1.0), (r'.*', 0.5))"
-    )
-    if not isinstance(radius, (tuple, list)) or not radius:
-        raise ValueError(f"{usage}; got {radius!r}.")
-    for rule in radius:
-        if not (isinstance(rule, (tuple, list)) and len(rule) == 2):
-            raise ValueError(f"{usage}; the rule {rule!r} is not a (regex, radius) pair.")
-        pattern, value = rule
-        try:
-            re.compile(pattern)
-        except (re.error, TypeError) as error:
-            raise ValueError(f"{usage}; the pattern {pattern!r} is invalid: {error}.") from None
-        _check_nonnegative(f"method.pgm_radius for {pattern!r}", value)
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {choices}.")
+        if hasattr(self.method.options, "check_run"):
+            self.method.options.check_run(self)
 
 
 def apply_overrides(config: Any, overrides: list[str] | dict[str, Any]) -> Any:

@@ -407,7 +407,12 @@ def _run_settings(config: TrainConfig) -> dict[str, Any]:
     """
     ignored = ("progress", "checkpoint_every", "keep_checkpoints", "eval_batch_size")
     settings = _non_default(config, skip=(*ignored, "method"))
-    settings["method"] = {"name": config.method.name, **_non_default(config.method)}
+    method = config.method
+    settings["method"] = {
+        "name": method.name,
+        **_non_default(method, skip=("options",)),
+        **_non_default(method.options),  # flat, as before the options had their own class
+    }
     return settings
 
 

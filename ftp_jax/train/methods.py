@@ -1,14 +1,18 @@
-"""The method registry: each method's name, and a builder of its Optax transform.
+"""The method registry: each method's name, its options dataclass and a builder of its transform.
 
-This module is the one place that lists the fine-tuning methods. Each entry
-builds an Optax transform from the run's config (and, for TPGM, says that the
-loop must pass held-out batches every ``proj_freq`` steps, and what to run after
-training); the training loop knows no method by name. Adding a method: write its
-transform in ``ftp_jax/_<method>.py``, and one builder here.
+This module is the one place that lists the fine-tuning methods. Each entry is
+a small frozen dataclass of the method's own settings (``method.options`` in a
+:class:`~ftp_jax.train.MethodConfig`: ``FTPOptions(k=1.0, norm="mars")``) and a
+builder of its Optax transform from the run's config (which, for TPGM, also
+says that the loop must pass held-out batches every ``proj_freq`` steps, and
+what to run after training); the training loop knows no method by name.
+Adding a method: write its transform in ``ftp_jax/_<method>.py``, and here its
+options dataclass and one builder, registered in ``REGISTRY``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -18,13 +22,175 @@ import jax.numpy as jnp
 import optax
 
 import ftp_jax
+from ftp_jax.train._checks import check_choice, check_int, check_nonnegative, check_radius
 
 if TYPE_CHECKING:
     from ftp_jax.train.config import TrainConfig
 
-__all__ = ["METHODS", "Method", "build_method", "learning_rate_schedule"]
+__all__ = [
+    "METHODS",
+    "REGISTRY",
+    "FTPOptions",
+    "L2SPOptions",
+    "LPFTOptions",
+    "MarsPGMOptions",
+    "Method",
+    "NoOptions",
+    "SPDOptions",
+    "TPGMOptions",
+    "build_method",
+    "learning_rate_schedule",
+    "options_type",
+]
 
 PyTree = Any
+NORMS = ("mars", "l2")
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """A method without settings of its own (``vanilla``, ``linear_probe``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FTPOptions:
+    """FTP's settings (:func:`ftp_jax.ftp`).
+
+    Attributes:
+      k: the gradient annealing factor.
+      norm: ``mars`` (per row, max-abs sum) or ``l2``.
+    """
+
+    k: float = 1.0
+    norm: str = "mars"
+
+    def __post_init__(self):
+        check_nonnegative("method.options.k", self.k)
+        check_choice("method.options.norm", self.norm, NORMS)
+
+
+@dataclasses.dataclass(frozen=True)
+class TPGMOptions:
+    """TPGM's settings (:func:`ftp_jax.tpgm`, :func:`ftp_jax.tpgm_post_hoc`).
+
+    Attributes:
+      norm: ``mars`` or ``l2``.
+      proj_freq: a projection update every ``proj_freq`` steps (the projection
+        alone on the others); 0 = post-hoc only.
+      radius_learning_rate: the radius Adam's learning rate (the reference's
+        ``proj_lr``).
+      max_iters: radius-Adam steps per update, each on its own held-out batch.
+      post_hoc_iters: radius-Adam steps of the post-hoc update at the end (0 = none).
+    """
+
+    norm: str = "mars"
+    proj_freq: int = 1
+    radius_learning_rate: float = 1e-2
+    max_iters: int = 1
+    post_hoc_iters: int = 0
+
+    def __post_init__(self):
+        check_choice("method.options.norm", self.norm, NORMS)
+        check_int("method.options.proj_freq", self.proj_freq, 0)
+        check_int("method.options.max_iters", self.max_iters, 1)
+        check_int("method.options.post_hoc_iters", self.post_hoc_iters, 0)
+        check_nonnegative("method.options.radius_learning_rate", self.radius_learning_rate)
+        if self.proj_freq == 0 and self.post_hoc_iters == 0:
+            raise ValueError(
+                "method 'tpgm' with proj_freq=0 and post_hoc_iters=0 never projects; set "
+                "method.options.proj_freq >= 1 (during training) or "
+                "method.options.post_hoc_iters >= 1 (at the end)."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class L2SPOptions:
+    """L2-SP's settings (:func:`ftp_jax.l2sp`, :func:`ftp_jax.l2sp_decoupled`).
+
+    Attributes:
+      alpha: the pull toward the pre-trained weights.
+      beta: the plain L2 on the new head.
+      decoupled: a decay after the base step, scaled by the learning rate
+        (AdamW-style), instead of a gradient term before it.
+    """
+
+    alpha: float = 1.0
+    beta: float = 0.01
+    decoupled: bool = False
+
+    def __post_init__(self):
+        check_nonnegative("method.options.alpha", self.alpha)
+        check_nonnegative("method.options.beta", self.beta)
+
+    def check_method(self, method) -> None:
+        """L2-SP replaces weight decay: the base optimizer's must be 0."""
+        if method.weight_decay:
+            raise ValueError(
+                f"method 'l2sp' replaces weight decay (options.beta is its L2 on the new head); "
+                f"set method.weight_decay=0, got {method.weight_decay}."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class MarsPGMOptions:
+    """MARS-PGM's settings (:func:`ftp_jax.mars_pgm`).
+
+    Attributes:
+      radius: the fixed radius (in ``norm`` units): one number for every
+        constrained leaf, or ``((regex, radius), ...)`` rules over parameter
+        paths (first full match wins; the head is excluded anyway).
+      norm: ``mars`` or ``l2``.
+    """
+
+    radius: float | tuple[tuple[str, float], ...] = 0.5
+    norm: str = "mars"
+
+    def __post_init__(self):
+        check_radius("method.options.radius", self.radius)
+        check_choice("method.options.norm", self.norm, NORMS)
+
+
+@dataclasses.dataclass(frozen=True)
+class SPDOptions:
+    """SPD's settings (:func:`ftp_jax.spd`).
+
+    Attributes:
+      strength: SPD's lambda (the reference's ``weight_decay``).
+    """
+
+    strength: float = 1.0
+
+    def __post_init__(self):
+        check_nonnegative("method.options.strength", self.strength)
+
+
+@dataclasses.dataclass(frozen=True)
+class LPFTOptions:
+    """LP-FT's settings (:func:`ftp_jax.lp_ft`).
+
+    Attributes:
+      lp_epochs: linear-probe epochs (head only) before full fine-tuning; at
+        least 1 (0 is method ``vanilla``) and fewer than the run's epochs.
+    """
+
+    lp_epochs: int = 10
+
+    def __post_init__(self):
+        check_int("method.options.lp_epochs", self.lp_epochs, 0)
+        if self.lp_epochs < 1:
+            raise ValueError(
+                f"method 'lp_ft' needs options.lp_epochs >= 1 (linear-probe epochs before full "
+                f"fine-tuning), got {self.lp_epochs}; lp_epochs=0 is method 'vanilla'."
+            )
+
+    def check_run(self, config) -> None:
+        """The probe must leave epochs for full fine-tuning."""
+        if self.lp_epochs >= config.epochs:
+            raise ValueError(
+                f"method 'lp_ft' with options.lp_epochs={self.lp_epochs} and epochs="
+                f"{config.epochs} never fine-tunes the backbone; set method.options.lp_epochs "
+                "below epochs."
+            )
 
 
 class Method(NamedTuple):
@@ -104,67 +270,69 @@ def _linear_probe(c: _Context) -> Method:
 
 
 def _ftp(c: _Context) -> Method:
-    method = c.config.method
+    options = c.config.method.options
     return Method(
         ftp_jax.ftp(
-            c.base, k=method.ftp_k, mask=c.projection_mask, row_axes=c.row_axes, norm=method.norm
+            c.base, k=options.k, mask=c.projection_mask, row_axes=c.row_axes, norm=options.norm
         )
     )
 
 
 def _tpgm(c: _Context) -> Method:
-    method = c.config.method
+    options = c.config.method.options
     if c.heldout_loss is None:
         raise ValueError("method 'tpgm' needs held-out data: pass `heldout_loss`.")
     settings = dict(
         mask=c.projection_mask,
         row_axes=c.row_axes,
-        norm=method.norm,
-        radius_learning_rate=method.radius_learning_rate,
+        norm=options.norm,
+        radius_learning_rate=options.radius_learning_rate,
     )
     tx = c.base
-    if method.proj_freq:
-        tx = ftp_jax.tpgm(c.base, c.heldout_loss, max_iters=method.max_iters, **settings)
+    if options.proj_freq:
+        tx = ftp_jax.tpgm(c.base, c.heldout_loss, max_iters=options.max_iters, **settings)
     post_hoc = None
-    if method.post_hoc_iters:
+    if options.post_hoc_iters:
         post_hoc = functools.partial(ftp_jax.tpgm_post_hoc, c.heldout_loss, **settings)
     return Method(
         tx,
-        heldout_every=method.proj_freq,
-        heldout_iters=method.max_iters if method.proj_freq else 0,
-        post_hoc_iters=method.post_hoc_iters,
+        heldout_every=options.proj_freq,
+        heldout_iters=options.max_iters if options.proj_freq else 0,
+        post_hoc_iters=options.post_hoc_iters,
         post_hoc=post_hoc,
     )
 
 
 def _l2sp(c: _Context) -> Method:
-    method = c.config.method
-    alpha, beta = method.l2sp_alpha, method.l2sp_beta
-    if method.l2sp_decoupled:
+    options = c.config.method.options
+    alpha, beta = options.alpha, options.beta
+    if options.decoupled:
         return Method(ftp_jax.l2sp_decoupled(c.base, c.schedule, alpha, beta, mask=c.mask))
     return Method(optax.chain(ftp_jax.l2sp(alpha, beta, mask=c.mask), c.base))
 
 
 def _mars_pgm(c: _Context) -> Method:
-    method = c.config.method
-    radius = method.pgm_radius
+    options = c.config.method.options
+    radius = options.radius
     if not isinstance(radius, (int, float)):
         rules = [(pattern, value) for pattern, value in radius]
-        radius = ftp_jax.path_rules([(method.head_pattern, None), *rules], name="method.pgm_radius")
+        radius = ftp_jax.path_rules(
+            [(c.config.method.head_pattern, None), *rules], name="method.options.radius"
+        )
         radius(c.params)  # fails loudly now if a rule matches nothing or misses a leaf
     return Method(
         ftp_jax.mars_pgm(
-            c.base, radius, mask=c.projection_mask, row_axes=c.row_axes, norm=method.norm
+            c.base, radius, mask=c.projection_mask, row_axes=c.row_axes, norm=options.norm
         )
     )
 
 
 def _spd(c: _Context) -> Method:
-    return Method(ftp_jax.spd(c.base, c.config.method.spd_strength, mask=c.mask))
+    return Method(ftp_jax.spd(c.base, c.config.method.options.strength, mask=c.mask))
 
 
 def _lp_ft(c: _Context) -> Method:
-    switch_step = c.config.method.lp_epochs * c.steps_per_epoch
+    switch_step = c.config.method.options.lp_epochs * c.steps_per_epoch
     shifted = lambda count: c.schedule(count + switch_step)  # noqa: E731
     return Method(
         ftp_jax.lp_ft(
@@ -176,18 +344,31 @@ def _lp_ft(c: _Context) -> Method:
     )
 
 
-# The registry: method name -> builder. The only list of methods.
-REGISTRY: dict[str, Callable[[_Context], Method]] = {
-    "vanilla": _vanilla,
-    "linear_probe": _linear_probe,
-    "ftp": _ftp,
-    "tpgm": _tpgm,
-    "l2sp": _l2sp,
-    "mars_pgm": _mars_pgm,
-    "spd": _spd,
-    "lp_ft": _lp_ft,
+class Entry(NamedTuple):
+    """A registered method: its options dataclass and its builder."""
+
+    options: type
+    build: Callable[[_Context], Method]
+
+
+# The registry: method name -> (options, builder). The only list of methods.
+REGISTRY: dict[str, Entry] = {
+    "vanilla": Entry(NoOptions, _vanilla),
+    "linear_probe": Entry(NoOptions, _linear_probe),
+    "ftp": Entry(FTPOptions, _ftp),
+    "tpgm": Entry(TPGMOptions, _tpgm),
+    "l2sp": Entry(L2SPOptions, _l2sp),
+    "mars_pgm": Entry(MarsPGMOptions, _mars_pgm),
+    "spd": Entry(SPDOptions, _spd),
+    "lp_ft": Entry(LPFTOptions, _lp_ft),
 }
 METHODS = tuple(REGISTRY)
+
+
+def options_type(name: str) -> type:
+    """The options dataclass of method ``name`` (a registered one, added ones included)."""
+    check_choice("method.name", name, tuple(REGISTRY))
+    return REGISTRY[name].options
 
 
 def build_method(
@@ -231,4 +412,4 @@ def build_method(
         row_axes=row_axes,
         heldout_loss=heldout_loss,
     )
-    return REGISTRY[method.name](context)
+    return REGISTRY[method.name].build(context)

@@ -285,16 +285,30 @@ def _uci() -> tuple[np.ndarray, np.ndarray]:
     return np.stack([_grey(image) for image in big]), np.asarray(digits.target)
 
 
-def _print(i: int, rng: np.random.Generator) -> np.ndarray:
-    fonts = print_fonts()
-    glyph = _glyph(
+def _random_glyph(
+    i: int,
+    rng: np.random.Generator,
+    fonts: list,
+    sizes: tuple[float, float],
+    strokes: tuple[int, int],
+    degrees: float,
+    offset: float,
+    hollow: bool = False,
+) -> np.ndarray:
+    """Digit ``i % 10`` in a random font, size, stroke, rotation and offset (in that draw order)."""
+    return _glyph(
         i % 10,
         fonts[rng.integers(len(fonts))],
-        rng.uniform(16.0, 26.0),
-        stroke=int(rng.integers(0, 3)),
-        degrees=rng.uniform(-15.0, 15.0),
-        offset=tuple(rng.uniform(-2.0, 2.0, size=2)),
+        rng.uniform(*sizes),
+        stroke=int(rng.integers(*strokes)),
+        hollow=hollow,
+        degrees=rng.uniform(-degrees, degrees),
+        offset=tuple(rng.uniform(-offset, offset, size=2)),
     )
+
+
+def _print(i: int, rng: np.random.Generator) -> np.ndarray:
+    glyph = _random_glyph(i, rng, print_fonts(), (16.0, 26.0), (0, 3), degrees=15.0, offset=2.0)
     return _grey(glyph * rng.uniform(0.7, 1.0))
 
 
@@ -335,15 +349,8 @@ def _photo(i: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _outline(i: int, rng: np.random.Generator) -> np.ndarray:
-    fonts = outline_fonts()
-    glyph = _glyph(
-        i % 10,
-        fonts[rng.integers(len(fonts))],
-        rng.uniform(20.0, 28.0),
-        stroke=int(rng.integers(2, 4)),
-        hollow=True,
-        degrees=rng.uniform(-10.0, 10.0),
-        offset=tuple(rng.uniform(-1.5, 1.5, size=2)),
+    glyph = _random_glyph(
+        i, rng, outline_fonts(), (20.0, 28.0), (2, 4), degrees=10.0, offset=1.5, hollow=True
     )
     paper = rng.uniform(0.8, 1.0)
     return _grey(paper - glyph * rng.uniform(0.6, 0.9) * paper)

@@ -1,11 +1,29 @@
-"""Test-wide settings: 8 simulated CPU devices and strict rank promotion."""
+"""Test-wide settings: 8 simulated CPU devices, strict rank promotion, one XLA cache.
 
+The suite compiles the same programs many times: every ``fit`` of the tiny
+model jits fresh closures of the same steps, and the command-line, README and
+multi-host tests compile them again in their subprocesses. XLA's persistent
+compilation cache, in one fresh directory per test session (set through the
+environment, so that subprocesses share it), compiles each program once per
+session; a later compile of the same program loads it from disk. The cache is
+keyed by the program, the devices and the flags, so it never changes a number.
+"""
+
+import atexit
 import os
+import shutil
+import tempfile
 
 # Must happen before JAX initializes its backends: the multi-device tests shard
 # over 8 simulated CPU devices; every other test runs on device 0 as usual.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="ftp_jax_tests_xla_cache_")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 import jax  # noqa: E402
 

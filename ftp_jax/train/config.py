@@ -130,7 +130,9 @@ class TrainConfig:
         ``float32``, or ``bfloat16`` (mixed precision: activations, convolutions
         and matrix products in bfloat16; params, optimizer state, loss, batch-norm
         statistics and attention softmaxes in float32; see
-        :func:`ftp_jax.models.with_compute_dtype`), or ``float16``.
+        :func:`ftp_jax.models.with_compute_dtype`), or ``float16`` (the same, with
+        no loss scaling: small gradients can underflow; prefer bfloat16). The
+        recipes default to bfloat16.
     """
 
     epochs: int = 10

@@ -329,6 +329,18 @@ class MixedPrecisionLoopTest(_TempdirTest):
         self.assertNotIn("compute_dtype", _run_settings(TrainConfig()))
         self.assertEqual(_run_settings(config)["compute_dtype"], "bfloat16")
 
+    def test_the_loss_is_at_least_float32(self):
+        from ftp_jax.train.steps import cross_entropy
+
+        logits = np.asarray([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]], np.float32)
+        labels = np.asarray([0, 2])
+        low = cross_entropy(jax.numpy.asarray(logits, jax.numpy.bfloat16), labels)
+        self.assertEqual(low.dtype, np.float32)
+        rounded = np.asarray(jax.numpy.asarray(logits, jax.numpy.bfloat16), np.float32)
+        self.assertEqual(float(low), float(cross_entropy(rounded, labels)))
+        with jax.enable_x64(True):
+            self.assertEqual(cross_entropy(logits.astype(np.float64), labels).dtype, np.float64)
+
     def test_bfloat16_run_keeps_float32_state_and_lands_near_float32(self):
         # TPGM: its held-out loss runs the bfloat16 model too. TinyNet has a batch norm.
         results, states = {}, {}

@@ -15,7 +15,7 @@ from flax import nnx
 
 import ftp_jax
 from ftp_jax import convert, models
-from ftp_jax.train.steps import TrainState, make_train_step, split_model
+from ftp_jax.train.steps import TrainState, cross_entropy, make_train_step, split_model
 
 IMAGE_SIZE = 64
 NUM_CLASSES = 5
@@ -262,3 +262,166 @@ class RowAxesTest(parameterized.TestCase):
 
 if __name__ == "__main__":
     pytest.main([__file__])
+
+
+def _primitive_inputs(fn, *args, names: tuple[str, ...]) -> list[tuple[str, list]]:
+    """``(primitive, input dtypes)`` of every equation named in ``names`` in ``fn``'s jaxpr,
+    sub-jaxprs (pjit, custom_jvp) included."""
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name in names:
+                found.append((eqn.primitive.name, [v.aval.dtype for v in eqn.invars]))
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+def _pure_forward(model: nnx.Module, x: jax.Array, *, train: bool):
+    graphdef, state = nnx.split(model)
+
+    def run(state, x):
+        model = nnx.merge(graphdef, state)
+        model.train() if train else model.eval()
+        return model(x)
+
+    return run, state
+
+
+class MixedPrecisionTest(parameterized.TestCase):
+    """``models.with_compute_dtype``: bfloat16 activations, float32 params and statistics."""
+
+    @parameterized.named_parameters(*KINDS)
+    def test_bfloat16_activations_float32_params(self, kind):
+        model = tiny_model(kind)
+        model.eval()
+        low = models.with_compute_dtype(model, "bfloat16")
+        x = jnp.asarray(images())
+        run, state = _pure_forward(low, x, train=False)
+        found = _primitive_inputs(
+            run, state, x, names=("conv_general_dilated", "dot_general", "exp")
+        )
+        # Every convolution and matrix product runs on bfloat16 operands.
+        products = [(name, dtypes) for name, dtypes in found if name != "exp"]
+        self.assertNotEmpty(products)
+        for name, dtypes in products:
+            self.assertEqual(set(dtypes), {jnp.dtype(jnp.bfloat16)}, name)
+        # Softmaxes (the attention's; the only exp in these models) run in float32.
+        exps = [dtypes for name, dtypes in found if name == "exp"]
+        if kind != "torchvision_resnet50":
+            self.assertNotEmpty(exps)
+        for dtypes in exps:
+            self.assertEqual(dtypes, [jnp.dtype(jnp.float32)])
+        logits = jax.jit(run)(state, x)
+        self.assertEqual(logits.dtype, jnp.bfloat16)
+        # The params stay float32, and the float32 model is left as it was.
+        for leaf in jax.tree.leaves(nnx.state(low, nnx.Param)):
+            self.assertEqual(leaf.dtype, jnp.float32)
+        self.assertIsNone(model.head.dtype)
+        reference, _ = forward(model, x)
+        # bfloat16 keeps 8 bits of mantissa: logits of order 1 agree to a few 1e-2.
+        np.testing.assert_allclose(logits.astype(jnp.float32), reference, rtol=0.1, atol=0.1)
+
+    def test_batch_norm_statistics_and_normalization_stay_float32(self):
+        # A ResNet bottleneck (convolutions and batch norms), trained one forward pass.
+        block = models.resnet.Bottleneck(8, 2, rngs=nnx.Rngs(0))  # 8 -> 2 -> 8 channels
+        low = models.with_compute_dtype(block, "bfloat16")
+        x = jnp.asarray(images()[..., :1].repeat(8, -1)[:, :8, :8])  # (2, 8, 8, 8)
+        for module in (block, low):
+            module.train()
+            nnx.jit(lambda m, x: m(x))(module, x)
+        for name in ("bn1", "bn3"):
+            layer, reference = getattr(low, name), getattr(block, name)
+            self.assertEqual(layer.dtype, jnp.bfloat16)
+            self.assertEqual(layer.mean[...].dtype, jnp.float32)
+            self.assertEqual(layer.var[...].dtype, jnp.float32)
+            np.testing.assert_allclose(layer.mean[...], reference.mean[...], rtol=0.05, atol=0.01)
+            np.testing.assert_allclose(layer.var[...], reference.var[...], rtol=0.05, atol=0.01)
+        # Eval mode: the float32 running statistics normalize a bfloat16 input in float32;
+        # only the output is rounded to bfloat16.
+        layer = low.bn3
+        layer.eval()
+        exact = models.resnet.batch_norm(8, rngs=nnx.Rngs(0))
+        nnx.update(exact, nnx.state(layer))
+        exact.eval()
+        features = x.astype(jnp.bfloat16)
+        out = layer(features)
+        self.assertEqual(out.dtype, jnp.bfloat16)
+        np.testing.assert_array_equal(out, exact(features.astype(jnp.float32)).astype(jnp.bfloat16))
+
+    @parameterized.named_parameters(*KINDS)
+    def test_float32_forward_has_no_casts(self, kind):
+        # The casts that mixed precision adds (softmax, embeddings, logits) are no-ops in
+        # float32: the float32 programs, hence their numbers, are those of before.
+        model = tiny_model(kind, vit_layers=1)
+        x = jnp.asarray(images())
+        for train in (True, False):
+            run, state = _pure_forward(model, x, train=train)
+            self.assertEmpty(_primitive_inputs(run, state, x, names=("convert_element_type",)))
+
+    def test_float32_batch_norm_is_flaxs(self):
+        # float32_statistics changes nothing in float32: the same numbers, bit for bit.
+        ours = models.resnet.batch_norm(8, rngs=nnx.Rngs(0))
+        flax_default = nnx.BatchNorm(
+            8, momentum=0.9, epsilon=1e-5, use_fast_variance=False, rngs=nnx.Rngs(0)
+        )
+        x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 3, 3, 8)), jnp.float32)
+        for train in (True, False):
+            ours.train() if train else ours.eval()
+            flax_default.train() if train else flax_default.eval()
+            np.testing.assert_array_equal(ours(x), flax_default(x))
+            np.testing.assert_array_equal(ours.mean[...], flax_default.mean[...])
+            np.testing.assert_array_equal(ours.var[...], flax_default.var[...])
+
+    def test_float32_is_the_model_itself_and_names_are_checked(self):
+        model = tiny_model("clip_vit_b16", vit_layers=1)
+        self.assertIs(models.with_compute_dtype(model, "float32"), model)
+        self.assertIs(models.with_compute_dtype(model, jnp.float32), model)
+        self.assertEqual(models.with_compute_dtype(model, jnp.bfloat16).conv1.dtype, jnp.bfloat16)
+        with self.assertRaisesRegex(ValueError, r"compute_dtype 'int8'.*'float32', 'bfloat16'"):
+            models.with_compute_dtype(model, "int8")
+
+    def test_bfloat16_ftp_step_keeps_float32_state(self):
+        # FTP's anchor, radii and displacement, the momentum and the params stay float32
+        # after bfloat16 steps; the loss is float32 and close to the float32 model's. (The
+        # batch statistics: test_train's MixedPrecisionLoopTest.)
+        kind = "clip_vit_b16"
+        model = tiny_model(kind, vit_layers=1)
+        graphdef, params, model_state = split_model(models.with_compute_dtype(model, "bfloat16"))
+        mask = ftp_jax.path_rules([(r"head/.*", False), (r".*", True)], name="mask")
+        tx = ftp_jax.ftp(optax.sgd(1e-2, momentum=0.9), mask=mask, row_axes=models.ROW_AXES[kind])
+        state = TrainState(
+            step=jnp.int32(0),
+            params=params,
+            model_state=model_state,
+            opt_state=tx.init(params),
+            rng=jax.random.key_data(jax.random.key(0)),
+            skipped_steps=jnp.int32(0),
+        )
+        batch = {"image": jnp.asarray(images()), "label": jnp.asarray([0, 3])}
+        step = jax.jit(make_train_step(graphdef, tx))
+        state, first = step(state, batch)
+        state, metrics = step(state, batch)
+        self.assertTrue(bool(metrics["finite"]))
+        self.assertEqual(first["loss"].dtype, jnp.float32)
+        ftp_state = state.opt_state
+        float32_trees = {
+            "params": state.params,
+            "anchor": ftp_state.anchor,
+            "radius": ftp_jax.radii(state.opt_state),
+            "prev_displacement": ftp_state.prev_displacement,
+            "momentum": ftp_state.base_state,
+        }
+        for name, tree in float32_trees.items():
+            leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+            self.assertNotEmpty(leaves, name)
+            for leaf in leaves:
+                self.assertEqual(leaf.dtype, jnp.float32, name)
+        self.assertGreater(float(jnp.max(ftp_jax.radii(state.opt_state)["proj"])), 0.0)
+        # The first step's loss is the loss at the initial params: the float32 model's,
+        # up to bfloat16's rounding (losses of order 1-2, 5 classes).
+        reference = cross_entropy(jax.jit(lambda m, x: m(x))(model, batch["image"]), batch["label"])
+        np.testing.assert_allclose(first["loss"], reference, rtol=0.02)

@@ -170,6 +170,7 @@ PROGRAMS = {
     "ftp_jax.experiment": "ftp_jax.experiment.__main__",
     "ftp_jax.recipes": "ftp_jax.recipes.__main__",
     "ftp_jax.data.prepare": "ftp_jax.data.prepare",
+    "ftp_jax.experiment.compare": "ftp_jax.experiment.compare",
 }
 _COMMAND = re.compile(
     r"python3? (?:-m (?P<module>[\w.]+)|(?P<script>(?:experiments|benchmarks)/\w+\.py))"

@@ -306,6 +306,74 @@ class ConfigTest(parameterized.TestCase):
             apply_overrides(config, ["methods.99.label=x"])
 
 
+class MixedPrecisionLoopTest(_TempdirTest):
+    """``TrainConfig.compute_dtype``: a bfloat16 run keeps float32 params and state."""
+
+    def test_compute_dtype_is_a_checked_choice_defaulting_to_float32(self):
+        from ftp_jax import models
+        from ftp_jax.train.config import COMPUTE_DTYPES
+        from ftp_jax.train.loop import _run_settings
+
+        self.assertEqual(TrainConfig().compute_dtype, "float32")
+        self.assertEqual(COMPUTE_DTYPES, models.COMPUTE_DTYPES)
+        config = apply_overrides(TrainConfig(), ["compute_dtype=bfloat16"])
+        self.assertEqual(config.compute_dtype, "bfloat16")
+        with self.assertRaisesRegex(
+            ValueError,
+            r"^compute_dtype=int8 is refused: unknown compute_dtype 'int8'; expected one of "
+            r"\('float32', 'bfloat16', 'float16'\)",
+        ):
+            apply_overrides(TrainConfig(), ["compute_dtype=int8"])
+        # float32 is not part of a run's identity (work directories from before stay
+        # readable); bfloat16 is (its checkpoints are not resumed as float32's).
+        self.assertNotIn("compute_dtype", _run_settings(TrainConfig()))
+        self.assertEqual(_run_settings(config)["compute_dtype"], "bfloat16")
+
+    def test_the_loss_is_at_least_float32(self):
+        from ftp_jax.train.steps import cross_entropy
+
+        logits = np.asarray([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]], np.float32)
+        labels = np.asarray([0, 2])
+        low = cross_entropy(jax.numpy.asarray(logits, jax.numpy.bfloat16), labels)
+        self.assertEqual(low.dtype, np.float32)
+        rounded = np.asarray(jax.numpy.asarray(logits, jax.numpy.bfloat16), np.float32)
+        self.assertEqual(float(low), float(cross_entropy(rounded, labels)))
+        with jax.enable_x64(True):
+            self.assertEqual(cross_entropy(logits.astype(np.float64), labels).dtype, np.float64)
+
+    def test_bfloat16_run_keeps_float32_state_and_lands_near_float32(self):
+        # TPGM: its held-out loss runs the bfloat16 model too. TinyNet has a batch norm.
+        results, states = {}, {}
+        for dtype in ("float32", "bfloat16"):
+            workdir = self.tmpdir()
+            results[dtype] = tiny_fit.run(workdir, "tpgm", epochs=2, compute_dtype=dtype)
+            _, states[dtype] = _final_state(workdir, "tpgm")
+        state = states["bfloat16"]["state"]
+        self.assertEqual(results["bfloat16"].skipped_steps, 0)
+        for name in ("params", "model_state", "opt_state"):
+            leaves = jax.tree.leaves(state[name])
+            floats = [x for x in leaves if np.issubdtype(x.dtype, np.floating)]
+            self.assertNotEmpty(floats, name)
+            self.assertEqual({x.dtype for x in floats}, {np.dtype(np.float32)}, name)
+        self.assertEqual(state["model_state"]["norm"]["mean"].dtype, np.float32)
+        # TPGM's state (restored as dicts): its anchor and radii.
+        self.assertEqual(state["opt_state"]["radius"]["body"]["kernel"].dtype, np.float32)
+        self.assertEqual(state["opt_state"]["anchor"]["body"]["kernel"].dtype, np.float32)
+        # 50 validation examples, 3 classes: the accuracies agree within a few examples,
+        # the batch statistics within bfloat16's rounding.
+        self.assertAlmostEqual(
+            results["bfloat16"].validation["accuracy"],
+            results["float32"].validation["accuracy"],
+            delta=0.06,
+        )
+        np.testing.assert_allclose(
+            state["model_state"]["norm"]["mean"],
+            states["float32"]["state"]["model_state"]["norm"]["mean"],
+            rtol=0.05,
+            atol=0.02,
+        )
+
+
 if __name__ == "__main__":
     pytest.main([__file__])
 

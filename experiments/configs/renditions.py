@@ -29,6 +29,11 @@ pre-trained 54.8 / 91.6; at 100% of ``photo``: vanilla (SGD) 88.2 / 71.1, FTP
 runs at 1.6-1.7x TPGM's steps/s. 433 s for the experiment (481 s for README
 command 1 with its install) from a fresh clone on 2 CPU cores; the
 README's "Default experiment" section has the tables and what they show.
+
+In bfloat16 compute (params and optimizer state float32), add ``--set
+pretrain.compute_dtype=bfloat16 --set finetune.compute_dtype=bfloat16``: the
+committed run (``experiments/results/renditions_bf16/``, ``compare.md`` there)
+lands within seed noise of float32 (README, "Mixed precision").
 """
 
 from ftp_jax.experiment.config import renditions_config

@@ -20,7 +20,7 @@ import ftp_jax
 from ftp_jax import data
 from ftp_jax.experiment.config import ExperimentConfig, MethodRun, Regime
 from ftp_jax.experiment.report import write_report
-from ftp_jax.models import SmallCNN, replace_head
+from ftp_jax.models import SmallCNN, replace_head, with_compute_dtype
 from ftp_jax.train import fit
 from ftp_jax.train.loop import ArrayTrainData, EvalSet, evaluate, restore_best
 from ftp_jax.train.steps import make_eval_step, split_model
@@ -280,6 +280,7 @@ def wise_ft_sweep(
                 _finetuning_model(config, seed, pretrain_dir, row.pretrained_head),
                 workdir / source_run["workdir"],
             )
+            model = with_compute_dtype(model, config.finetune.compute_dtype)
             graphdef, finetuned, model_state = split_model(model)
             if eval_step is None:  # the same graph for every seed and alpha: one compile
                 eval_step = jax.jit(make_eval_step(graphdef))

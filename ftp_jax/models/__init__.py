@@ -6,7 +6,8 @@ PyTorch checkpoints with :mod:`ftp_jax.convert`):
 - :class:`ResNet` / :func:`resnet50`: torchvision's ResNet-50 (MoCo v3's layout);
 - :class:`CLIPResNet` / :func:`clip_resnet50`: CLIP's modified ResNet-50;
 - :class:`VisionTransformer` / :func:`clip_vit_b16`: CLIP's ViT-B/16;
-- :data:`clip_row_axes`: FTP's row axes for the CLIP models (the reference's rows).
+- :data:`clip_row_axes`: FTP's row axes for the CLIP models (the reference's rows);
+- :func:`with_compute_dtype`: any of them computing in bfloat16, params in float32.
 """
 
 from ftp_jax._extras import require_extra
@@ -15,6 +16,7 @@ require_extra("train", "ftp_jax.models")
 
 from ftp_jax.models.clip_resnet import AttentionPool2d, CLIPResNet, clip_resnet50
 from ftp_jax.models.kinds import MODEL_KINDS, ModelKind, build_model  # noqa: I001 (after the models)
+from ftp_jax.models.precision import COMPUTE_DTYPES, compute_dtype, with_compute_dtype
 from ftp_jax.models.resnet import ResNet, resnet50
 from ftp_jax.models.row_rules import clip_row_axes
 from ftp_jax.models.small_cnn import SmallCNN, replace_head
@@ -27,6 +29,9 @@ __all__ = [
     "MODEL_KINDS",
     "ModelKind",
     "ROW_AXES",
+    "COMPUTE_DTYPES",
+    "compute_dtype",
+    "with_compute_dtype",
     "build_model",
     "AttentionPool2d",
     "CLIPResNet",

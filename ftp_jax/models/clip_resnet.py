@@ -120,13 +120,14 @@ class AttentionPool2d(nnx.Module):
             )
         tokens = x.reshape(n, h * w, c)
         tokens = jnp.concatenate([jnp.mean(tokens, axis=1, keepdims=True), tokens], axis=1)
-        tokens = tokens + positions[None, :, :]
+        tokens = tokens + positions.astype(tokens.dtype)[None, :, :]  # float32 model: no-op
         heads, head_dim = self.num_heads, c // self.num_heads
         query = self.q_proj(tokens[:, :1]).reshape(n, 1, heads, head_dim)
         key = self.k_proj(tokens).reshape(n, h * w + 1, heads, head_dim)
         value = self.v_proj(tokens).reshape(n, h * w + 1, heads, head_dim)
         logits = jnp.einsum("nqhd,nkhd->nhqk", query * head_dim**-0.5, key)
-        weights = jax.nn.softmax(logits, axis=-1)
+        # The softmax in float32 (a no-op cast in a float32 model).
+        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(value.dtype)
         pooled = jnp.einsum("nhqk,nkhd->nqhd", weights, value).reshape(n, c)
         return self.c_proj(pooled)
 

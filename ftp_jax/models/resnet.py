@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ftp_jax.models.precision import float32_statistics
+
 __all__ = ["Bottleneck", "ResNet", "resnet50", "batch_norm", "conv"]
 
 _KAIMING_FAN_OUT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -55,9 +57,18 @@ def batch_norm(num_features: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
     ``model.eval()`` makes it use them. PyTorch updates ``running_var`` with the
     unbiased batch variance and Flax with the biased one: the two differ by a
     factor ``n / (n - 1)`` in training mode only.
+
+    Mixed precision: with a ``bfloat16`` ``dtype`` (:func:`ftp_jax.models.with_compute_dtype`)
+    the statistics, running averages and normalization stay float32, only the output
+    is bfloat16 (:func:`ftp_jax.models.precision.float32_statistics`).
     """
     return nnx.BatchNorm(
-        num_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, rngs=rngs
+        num_features,
+        momentum=0.9,
+        epsilon=1e-5,
+        use_fast_variance=False,
+        promote_dtype=float32_statistics,
+        rngs=rngs,
     )
 
 

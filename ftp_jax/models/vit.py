@@ -70,7 +70,9 @@ class MultiHeadSelfAttention(nnx.Module):
         qkv = self.in_proj(x).reshape(n, length, 3, heads, head_dim)
         query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         logits = jnp.einsum("nqhd,nkhd->nhqk", query * head_dim**-0.5, key)
-        weights = jax.nn.softmax(logits, axis=-1)
+        # The softmax in float32 (a no-op cast in a float32 model), its weights back in
+        # the computation dtype for the product with the values.
+        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(value.dtype)
         out = jnp.einsum("nhqk,nkhd->nqhd", weights, value).reshape(n, length, width)
         return self.out_proj(out)
 
@@ -124,7 +126,9 @@ class VisionTransformer(nnx.Module):
     Input: images ``(N, image_size, image_size, 3)`` float32 normalized with
     CLIP's mean and std. Output: logits ``(N, num_classes)``; :meth:`features`
     gives the ``output_dim`` image embedding (``ln_post`` of the class token,
-    times ``proj``), what CLIP's ``encode_image`` returns.
+    times ``proj``), what CLIP's ``encode_image`` returns. Mixed precision
+    (:func:`ftp_jax.models.with_compute_dtype`): the attention softmaxes and the
+    layer norms' statistics stay float32.
 
     Example::
 
@@ -182,13 +186,16 @@ class VisionTransformer(nnx.Module):
             )
         x = self.conv1(images.astype(jnp.float32))  # (N, grid, grid, width)
         x = x.reshape(n, -1, x.shape[-1])  # (N, grid**2, width), row-major as in PyTorch
+        # The float32 embeddings and projection are cast to the computation dtype
+        # (that of the patch embedding's output; no-op casts in a float32 model).
         class_token = jnp.broadcast_to(
-            self.class_embedding[...][None, None, :], (n, 1, x.shape[-1])
+            self.class_embedding[...].astype(x.dtype)[None, None, :], (n, 1, x.shape[-1])
         )
         x = jnp.concatenate([class_token, x], axis=1)
-        x = x + self.positional_embedding[...][None, :, :]
+        x = x + self.positional_embedding[...].astype(x.dtype)[None, :, :]
         x = self.transformer(self.ln_pre(x))
-        return self.ln_post(x[:, 0, :]) @ self.proj[...]
+        pooled = self.ln_post(x[:, 0, :])
+        return pooled @ self.proj[...].astype(pooled.dtype)
 
     def __call__(self, images: jax.Array) -> jax.Array:
         return self.head(self.features(images))

@@ -43,7 +43,10 @@ class RecipeConfig:
         :data:`ftp_jax.data.CLASS_SUBSETS` (``"imagenet_a"``, ``"imagenet_r"``)
         or a tuple of label indices. ImageNet-A and -R hold 200 of the 1000
         classes and are scored on those, as in their papers and the reference.
-      finetune: the schedule and method.
+      finetune: the schedule and method. The recipes compute in bfloat16 (params,
+        optimizer state, loss and batch-norm statistics in float32:
+        ``finetune.compute_dtype``); ``--set finetune.compute_dtype=float32`` for a
+        float32 run.
       shard_params: shard params and optimizer state over the devices.
     """
 
@@ -122,6 +125,7 @@ def domainnet(method: str, *, model: str = "clip_resnet50", percent: int = 100) 
             eval_batch_size=256,
             lr_schedule="cosine_per_epoch",
             checkpoint_every=1000,
+            compute_dtype="bfloat16",
             method=methods[method],
         ),
     )
@@ -151,6 +155,7 @@ def imagenet_vit_posthoc() -> RecipeConfig:
             lr_schedule="cosine",
             warmup_epochs=1,
             checkpoint_every=1000,
+            compute_dtype="bfloat16",
             method=MethodConfig(
                 name="tpgm",
                 optimizer="adamw",

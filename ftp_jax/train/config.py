@@ -22,6 +22,7 @@ __all__ = [
 
 BASE_OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "cosine_per_epoch")
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")  # ftp_jax.models.COMPUTE_DTYPES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +101,13 @@ class TrainConfig:
         the end of each epoch.
       keep_checkpoints: how many to keep.
       progress: show a progress bar.
+      compute_dtype: the models' computation dtype, one of ``COMPUTE_DTYPES``:
+        ``float32``, or ``bfloat16`` (mixed precision: activations, convolutions
+        and matrix products in bfloat16; params, optimizer state, loss, batch-norm
+        statistics and attention softmaxes in float32; see
+        :func:`ftp_jax.models.with_compute_dtype`), or ``float16`` (the same, with
+        no loss scaling: small gradients can underflow; prefer bfloat16). The
+        recipes default to bfloat16.
     """
 
     epochs: int = 10
@@ -111,10 +119,12 @@ class TrainConfig:
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
     progress: bool = True
+    compute_dtype: str = "float32"
     method: MethodConfig = dataclasses.field(default_factory=MethodConfig)
 
     def __post_init__(self):
         check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
+        check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ftp_jax.models.precision import with_compute_dtype
 from ftp_jax.train.checkpoint import Checkpointer, fingerprint
 from ftp_jax.train.config import TrainConfig
 from ftp_jax.train.evaluation import distances, evaluate, heldout_batches, next_heldout, radii
@@ -134,7 +135,8 @@ def fit(
     Args:
       model: the NNX model, pre-trained weights loaded and a fresh head attached.
         Its params at entry are the anchor (FTP, TPGM) and the distance reference.
-      config: the run's configuration.
+      config: the run's configuration; ``config.compute_dtype`` (e.g. ``"bfloat16"``)
+        is applied to a copy of ``model`` (:func:`ftp_jax.models.with_compute_dtype`).
       train: training batches (e.g. :class:`ArrayTrainData`).
       validation: the ID validation split: best-epoch selection.
       tests: ID test and OOD sets, evaluated with the selected epoch's params.
@@ -208,6 +210,7 @@ class _Run:
         self.config, self.train, self.validation, self.heldout = config, train, validation, heldout
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
+        model = with_compute_dtype(model, config.compute_dtype)  # float32: as it is
         self.graphdef, self.params, self.model_state = split_model(model)
         # A copy: the jitted step donates the state's buffers, the anchor must survive it.
         self.anchor = _copy_tree(self.params)

@@ -42,14 +42,21 @@ def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, PyTree, PyTree]:
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean softmax cross-entropy with integer labels."""
+    """Mean softmax cross-entropy with integer labels, in at least float32 (a bfloat16
+    model's logits are cast first: the log-softmax of bfloat16 logits would round the loss)."""
+    logits = _at_least_float32(logits)
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def _at_least_float32(x: jax.Array) -> jax.Array:
+    """``x`` cast to float32 if it is a 16-bit float (float32 and float64 kept)."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _forward(graphdef, params, model_state, images, *, train: bool):
     model = nnx.merge(graphdef, params, model_state)
     model.train() if train else model.eval()
-    logits = model(images)
+    logits = _at_least_float32(model(images))  # a no-op for float32 models
     _, _, new_model_state = nnx.split(model, nnx.Param, ...)
     return logits, nnx.to_pure_dict(new_model_state)
 

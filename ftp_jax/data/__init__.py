@@ -28,6 +28,7 @@ from ftp_jax.data._corruptions import CORRUPTIONS
 from ftp_jax.data._loader import (
     PERCENTS,
     SplitSource,
+    available_cores,
     batches,
     check_prepared,
     load_arrays,
@@ -63,6 +64,7 @@ __all__ = [
     "RENDITIONS",
     "RENDITION_DATASETS",
     "SplitSource",
+    "available_cores",
     "batches",
     "check_prepared",
     "load_arrays",

@@ -712,5 +712,25 @@ class WorkersTest(parameterized.TestCase):
         self._assert_equal(self._batches(None), self._batches(0))
 
 
+class SyntheticPhotosTest(parameterized.TestCase):
+    def test_prepare_and_read(self):
+        from unittest import mock
+
+        from ftp_jax.data import _photos
+
+        with mock.patch.object(_photos, "SPLIT_SIZES", {"train": 3, "test": 2}):  # a fast build
+            data.prepare_datasets(self.tmp_dir, names=data.BENCHMARK_DATASETS)
+        train = data.open_split("synthetic_photos", "train", self.tmp_dir)
+        test = data.open_split("synthetic_photos", "test", self.tmp_dir)
+        self.assertEqual((len(train), len(test)), (3, 2))
+        self.assertEqual(sorted(int(train[i]["index"]) for i in range(3)), [0, 1, 2])
+        self.assertEqual(sorted(int(test[i]["index"]) for i in range(2)), [3, 4])
+        example = next(train[i] for i in range(3) if train[i]["index"] == 1)
+        self.assertEqual(example["label"], 1)
+        decoded = np.asarray(PIL.Image.open(io.BytesIO(_photos.jpeg(1))))
+        self.assertEqual(decoded.shape, _photos.photo(1).shape)
+        np.testing.assert_array_equal(example["image"], decoded)  # the stored JPEG, decoded
+
+
 if __name__ == "__main__":
     pytest.main([__file__])

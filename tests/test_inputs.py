@@ -201,3 +201,19 @@ def test_eval_set_with_another_normalization_is_an_error(data_dir):
         fit(_Tiny(nnx.Rngs(0)), TrainConfig(), train, val, [], tempfile.mkdtemp())
     with pytest.raises(ValueError, match=r"`output` must be one of"):
         data.train_transform(16, output="float16")
+
+
+def test_heldout_batches_are_the_set_batches_read_one_at_a_time(data_dir):
+    # TPGM takes a held-out batch per step: read exactly those rows (no pipeline of workers
+    # opened per step to read ahead), the same batches as the set's, cycled.
+    from ftp_jax.train.evaluation import heldout_batches
+
+    source = data.open_split("uci_digits", "validation", data_dir)  # 180 examples
+    streamed = SourceEvalSet("val", source, data.eval_transform(12), workers=2)
+    full = [batch for batch in streamed.batches(64) if len(batch["label"]) == 64]
+    stream = heldout_batches(streamed, 64, 1, None)
+    for expected in (full[1], full[0], full[1]):
+        batch, host_rows = next(stream)
+        assert not host_rows
+        np.testing.assert_array_equal(batch["image"], expected["image"])
+        np.testing.assert_array_equal(batch["label"], expected["label"])

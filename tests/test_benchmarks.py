@@ -234,3 +234,13 @@ def test_committed_input_pipeline_results():
         expected = need["images_per_s"] / result["images_per_s_per_core"]
         assert need["cores_needed"] == pytest.approx(expected)
 
+
+def test_committed_recipe_throughput_results():
+    result = json.loads((ROOT / "benchmarks/results/recipe_throughput_cpu.json").read_text())
+    _check_machine(result)
+    assert not result["quick"] and result["workers"] == 2
+    rates = result["images_per_s"]
+    assert rates["real"] > 0 and rates["synthetic"] > 0
+    # The bar: real input sustains at least 0.9 of the step rate with 2 workers.
+    assert result["real_over_synthetic"] >= 0.9
+    assert result["params"] > 1_000_000  # a real model, not a trivially tiny step

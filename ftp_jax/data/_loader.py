@@ -310,7 +310,7 @@ def batches(
        the GIL while it decodes a JPEG and resizes, and numpy while it
        normalizes. Measured on DomainNet-sized JPEGs
        (``benchmarks/input_pipeline.py``): the same CPU time per image in
-       threads and in processes (about 330 images per CPU second), no pickling
+       threads and in processes (270-330 images per CPU second), no pickling
        of the source or of the batches, and no start-up, where ``mp_prefetch``
        took about 10 s to start its processes for every iterator on the
        2-core development machine (each epoch and each evaluation opens one).

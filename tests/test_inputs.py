@@ -217,3 +217,13 @@ def test_heldout_batches_are_the_set_batches_read_one_at_a_time(data_dir):
         assert not host_rows
         np.testing.assert_array_equal(batch["image"], expected["image"])
         np.testing.assert_array_equal(batch["label"], expected["label"])
+
+
+def test_normalize_images():
+    images = np.array([[[[0, 51, 255]]]], np.uint8)  # (1, 1, 1, 3)
+    np.testing.assert_allclose(normalize_images(images, None), images / 255.0, rtol=1e-7)
+    normalized = jax.jit(normalize_images, static_argnums=1)(images, ((0.2, 0.2, 0.5), (0.5,) * 3))
+    np.testing.assert_allclose(normalized, [[[[-0.4, 0.0, 1.0]]]], atol=1e-6)
+    assert normalized.dtype == jnp.float32
+    halves = jnp.ones((1, 2, 2, 3), jnp.bfloat16)
+    assert normalize_images(halves, ((0.5,) * 3, (0.5,) * 3)) is halves  # not uint8: unchanged

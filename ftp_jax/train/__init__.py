@@ -8,7 +8,7 @@ from ftp_jax.train.checkpoint import Checkpointer, CheckpointMismatchError
 from ftp_jax.train.config import MethodConfig, TrainConfig, apply_overrides
 from ftp_jax.train.loop import EvalSet, FitResult, fit
 from ftp_jax.train.methods import Method, build_method
-from ftp_jax.train.steps import TrainState, make_eval_step, make_train_step
+from ftp_jax.train.steps import TrainState, make_eval_step, make_train_step, normalize_images
 
 __all__ = [
     "CheckpointMismatchError",
@@ -24,4 +24,5 @@ __all__ = [
     "fit",
     "make_eval_step",
     "make_train_step",
+    "normalize_images",
 ]

@@ -179,7 +179,10 @@ def fit(
       model: the NNX model, pre-trained weights loaded and a fresh head attached.
         Its params at entry are the anchor (FTP, TPGM) and the distance reference.
       config: the run's configuration.
-      train: training batches (e.g. :class:`ArrayTrainData`).
+      train: training batches (e.g. :class:`ArrayTrainData`). Batch k + 1 is put on
+        the device while step k runs. If ``train.normalization`` is ``(mean, std)``
+        (a transform with ``output="uint8"``), the steps normalize ``uint8`` images
+        with it on the device; evaluation sets must have the same or none.
       validation: the ID validation split: best-epoch selection.
       tests: ID test and OOD sets, evaluated with the selected epoch's params.
       workdir: where metrics, checkpoints and the result go; a run started again

@@ -50,6 +50,10 @@ from benchmarks import _common, input_pipeline  # noqa: E402
 
 MODELS = {"clip_rn50": "clip_resnet50", "clip_vit_b16": "clip_vit_b16"}
 METHODS = {"ftp": "ftp_sgd", "vanilla": "vanilla"}
+QUICK_MODELS = {  # --quick: the same structures, tiny
+    "clip_rn50": dict(layers=(1, 1, 1, 1), width=8, heads=2, output_dim=16),
+    "clip_vit_b16": dict(patch_size=8, width=16, layers=1, heads=2, output_dim=8),
+}
 
 
 def build(args):
@@ -72,7 +76,7 @@ def build(args):
     )
     overrides = {} if args.width is None else {"width": args.width}
     if args.quick:
-        overrides = dict(layers=(1, 1, 1, 1), width=8, heads=2, output_dim=16)
+        overrides = QUICK_MODELS[args.model]
     model = build_model(config, rngs=nnx.Rngs(0), **overrides)
     graphdef, params, model_state = split_model(model)
     method = build_method(config.finetune, params, 1000, row_axes=row_axes_of(config))

@@ -632,6 +632,105 @@ class BatchesTest(parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, r"have keys \['image', 'index', 'label'\]"):
             next(data.batches(source, **settings, label_key="digit"))
 
+    def test_bad_workers(self):
+        for workers in (-1, 1.5, True):
+            with self.assertRaisesRegex(ValueError, r"`workers` must be an int >= 0"):
+                self._batches(workers=workers)
+
+
+class WorkersTest(parameterized.TestCase):
+    """Batches made by grain's worker threads equal those made in the calling thread."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        rng = np.random.default_rng(0)
+        # Examples of different sizes: the transform makes them one size.
+        cls.source = [
+            {"image": rng.integers(0, 256, (12 + i % 5, 10 + i % 3, 3), np.uint8), "label": i % 7}
+            for i in range(37)
+        ]
+
+    def _batches(self, workers, **kwargs):
+        settings = dict(
+            batch_size=6, shuffle=True, seed=5, epoch=2, drop_remainder=False,
+            transform=data.train_transform(8), workers=workers,
+        )  # fmt: skip
+        return list(data.batches(self.source, **{**settings, **kwargs}))
+
+    def _assert_equal(self, left, right):
+        self.assertEqual(len(left), len(right))
+        for a, b in zip(left, right, strict=True):
+            self.assertEqual(a["image"].dtype, b["image"].dtype)
+            np.testing.assert_array_equal(a["image"], b["image"])
+            np.testing.assert_array_equal(a["label"], b["label"])
+
+    @parameterized.parameters(1, 2, 4)
+    def test_workers_give_the_batches_of_the_calling_thread(self, workers):
+        in_thread = self._batches(0)
+        self.assertLen(in_thread, 7)  # 37 examples, 6 a batch, the last of 1
+        self._assert_equal(self._batches(workers), in_thread)
+
+    @parameterized.parameters(0, 3, 6, 7)
+    def test_resume_with_workers_is_bit_identical(self, start_batch):
+        self._assert_equal(
+            self._batches(3, start_batch=start_batch), self._batches(0)[start_batch:]
+        )
+
+    @parameterized.parameters("float32", "uint8")
+    def test_host_shards_with_workers_concatenate_to_the_global_batch(self, output):
+        settings = dict(drop_remainder=True, transform=data.train_transform(8, output=output))
+        whole = self._batches(0, **settings)
+        parts = [self._batches(2, shard=(index, 3), **settings) for index in range(3)]
+        for k, batch in enumerate(whole):
+            self.assertEqual(batch["image"].dtype, np.dtype(output))
+            for key in ("image", "label"):
+                np.testing.assert_array_equal(
+                    np.concatenate([part[k][key] for part in parts]), batch[key]
+                )
+
+    def test_uint8_output_is_the_float32_output_before_normalization(self):
+        uint8 = self._batches(2, transform=data.train_transform(8, output="uint8"))
+        float32 = self._batches(2)
+        mean, std = (np.asarray(v, np.float32) for v in (data.IMAGENET_MEAN, data.IMAGENET_STD))
+        for a, b in zip(uint8, float32, strict=True):
+            self.assertEqual(a["image"].dtype, np.uint8)
+            np.testing.assert_array_equal((a["image"] / np.float32(255) - mean) / std, b["image"])
+
+    def test_an_error_in_a_worker_reaches_the_consumer(self):
+        labels = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 12])
+        iterator = data.batches(
+            (BatchesTest.IMAGES, labels), batch_size=5, shuffle=False, seed=0, epoch=0,
+            drop_remainder=False, num_classes=10, workers=2,
+        )  # fmt: skip
+        next(iterator)
+        with self.assertRaisesRegex(ValueError, r"label 12 of example 9 of `source`"):
+            next(iterator)
+
+    def test_default_is_the_available_cores(self):
+        self.assertEqual(data.available_cores(), len(os.sched_getaffinity(0)))
+        self._assert_equal(self._batches(None), self._batches(0))
+
+
+class SyntheticPhotosTest(parameterized.TestCase):
+    def test_prepare_and_read(self):
+        from unittest import mock
+
+        from ftp_jax.data import _photos
+
+        with mock.patch.object(_photos, "SPLIT_SIZES", {"train": 3, "test": 2}):  # a fast build
+            data.prepare_datasets(self.tmp_dir, names=data.BENCHMARK_DATASETS)
+        train = data.open_split("synthetic_photos", "train", self.tmp_dir)
+        test = data.open_split("synthetic_photos", "test", self.tmp_dir)
+        self.assertEqual((len(train), len(test)), (3, 2))
+        self.assertEqual(sorted(int(train[i]["index"]) for i in range(3)), [0, 1, 2])
+        self.assertEqual(sorted(int(test[i]["index"]) for i in range(2)), [3, 4])
+        example = next(train[i] for i in range(3) if train[i]["index"] == 1)
+        self.assertEqual(example["label"], 1)
+        decoded = np.asarray(PIL.Image.open(io.BytesIO(_photos.jpeg(1))))
+        self.assertEqual(decoded.shape, _photos.photo(1).shape)
+        np.testing.assert_array_equal(example["image"], decoded)  # the stored JPEG, decoded
+
 
 if __name__ == "__main__":
     pytest.main([__file__])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from flax import nnx
 from ftp_jax import data
 from ftp_jax.train import MethodConfig, TrainConfig, fit
 from ftp_jax.train.inputs import EvalSet, SourceEvalSet, SourceTrainData
+from ftp_jax.train.steps import normalize_images
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +138,92 @@ def test_host_shards_concatenate_to_the_global_batch(data_dir):
         )
     with pytest.raises(ValueError, match="divisible by count"):
         next(data.batches(source, shard=(0, 5), **kwargs))
+
+
+@pytest.mark.parametrize("make", [data.train_transform, data.eval_transform])
+def test_uint8_batches_normalized_on_the_device_equal_the_host_path(data_dir, make):
+    # Tolerance: float32 rounding. The host and the step compute (u / 255 - mean) / std in
+    # float32 in the same order; XLA may rewrite a division by a constant as a
+    # multiplication by its reciprocal (XLA on the CPU does: 3/4 of the values differ, by
+    # at most 2 ulps, 4.8e-7, at 224 px). The values lie in [-2.2, 2.7], whose ulp is at
+    # most 2.4e-7: atol 1e-6 is 4 ulps at the largest.
+    source = data.open_split("uci_digits", "train[:10%]", data_dir)
+    mean, std = data.CLIP_MEAN, data.CLIP_STD
+    host = SourceTrainData(source, 32, make(16, mean=mean, std=std), workers=2)
+    device = SourceTrainData(source, 32, make(16, mean=mean, std=std, output="uint8"), workers=2)
+    assert host.normalization is None
+    assert device.normalization == (tuple(mean), tuple(std))
+    normalize = jax.jit(lambda images: normalize_images(images, device.normalization))
+    for a, b in zip(host.batches(1, 0, 0), device.batches(1, 0, 0), strict=True):
+        assert a["image"].dtype == np.float32 and b["image"].dtype == np.uint8
+        np.testing.assert_array_equal(a["label"], b["label"])
+        on_device = np.asarray(normalize(b["image"]))
+        assert on_device.dtype == np.float32
+        np.testing.assert_allclose(on_device, a["image"], rtol=0, atol=1e-6)
+    float32 = np.zeros((2, 4, 4, 3), np.float32)
+    assert normalize_images(float32, device.normalization) is float32  # float32: unchanged
+
+
+def test_fit_normalizes_uint8_batches_on_the_device(data_dir):
+    # The same run with uint8 batches normalized in the steps and with float32 batches
+    # normalized on the host: the same numbers up to float32 rounding of the inputs.
+    results = []
+    for output in ("float32", "uint8"):
+        workdir = tempfile.mkdtemp()
+        try:
+            train = SourceTrainData(
+                data.open_split("uci_digits", "train[:10%]", data_dir),
+                32,
+                data.train_transform(16, output=output),
+            )
+            val = SourceEvalSet(
+                "val",
+                data.open_split("uci_digits", "validation", data_dir),
+                data.eval_transform(16, output=output),
+            )
+            config = TrainConfig(
+                epochs=1, batch_size=32, eval_batch_size=64, progress=False,
+                method=MethodConfig(name="ftp", learning_rate=0.05),
+            )  # fmt: skip
+            results.append(fit(_Tiny(nnx.Rngs(0)), config, train, val, [], workdir))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    host, device = results
+    assert host.validation["count"] == device.validation["count"] == 180
+    np.testing.assert_allclose(device.validation["loss"], host.validation["loss"], rtol=1e-4)
+
+
+def test_eval_set_with_another_normalization_is_an_error(data_dir):
+    source = data.open_split("uci_digits", "validation", data_dir)
+    train = SourceTrainData(source, 32, data.train_transform(16, output="uint8"))
+    val = SourceEvalSet("val", source, data.eval_transform(16, output="uint8", mean=data.CLIP_MEAN))
+    with pytest.raises(ValueError, match=r"eval set 'val' has normalization .* training data"):
+        fit(_Tiny(nnx.Rngs(0)), TrainConfig(), train, val, [], tempfile.mkdtemp())
+    with pytest.raises(ValueError, match=r"`output` must be one of"):
+        data.train_transform(16, output="float16")
+
+
+def test_heldout_batches_are_the_set_batches_read_one_at_a_time(data_dir):
+    # TPGM takes a held-out batch per step: read exactly those rows (no pipeline of workers
+    # opened per step to read ahead), the same batches as the set's, cycled.
+    from ftp_jax.train.evaluation import heldout_batches
+
+    source = data.open_split("uci_digits", "validation", data_dir)  # 180 examples
+    streamed = SourceEvalSet("val", source, data.eval_transform(12), workers=2)
+    full = [batch for batch in streamed.batches(64) if len(batch["label"]) == 64]
+    stream = heldout_batches(streamed, 64, 1, None)
+    for expected in (full[1], full[0], full[1]):
+        batch, host_rows = next(stream)
+        assert not host_rows
+        np.testing.assert_array_equal(batch["image"], expected["image"])
+        np.testing.assert_array_equal(batch["label"], expected["label"])
+
+
+def test_normalize_images():
+    images = np.array([[[[0, 51, 255]]]], np.uint8)  # (1, 1, 1, 3)
+    np.testing.assert_allclose(normalize_images(images, None), images / 255.0, rtol=1e-7)
+    normalized = jax.jit(normalize_images, static_argnums=1)(images, ((0.2, 0.2, 0.5), (0.5,) * 3))
+    np.testing.assert_allclose(normalized, [[[[-0.4, 0.0, 1.0]]]], atol=1e-6)
+    assert normalized.dtype == jnp.float32
+    halves = jnp.ones((1, 2, 2, 3), jnp.bfloat16)
+    assert normalize_images(halves, ((0.5,) * 3, (0.5,) * 3)) is halves  # not uint8: unchanged

@@ -19,6 +19,7 @@ from ftp_jax._extras import require_extra
 require_extra("train", "ftp_jax.data")
 
 from ftp_jax.data._builders import (
+    BENCHMARK_DATASETS,
     CORRUPTED_DATASETS,
     DATASETS,
     RENDITION_DATASETS,
@@ -28,6 +29,7 @@ from ftp_jax.data._corruptions import CORRUPTIONS
 from ftp_jax.data._loader import (
     PERCENTS,
     SplitSource,
+    available_cores,
     batches,
     check_prepared,
     load_arrays,
@@ -48,6 +50,7 @@ from ftp_jax.data.transforms import (
 )
 
 __all__ = [
+    "BENCHMARK_DATASETS",
     "CLIP_MEAN",
     "CLIP_STD",
     "IMAGENET_MEAN",
@@ -63,6 +66,7 @@ __all__ = [
     "RENDITIONS",
     "RENDITION_DATASETS",
     "SplitSource",
+    "available_cores",
     "batches",
     "check_prepared",
     "load_arrays",

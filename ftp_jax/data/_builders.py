@@ -11,6 +11,8 @@ plus ``index: int64``, the example's index in its source package's order.
 - ``uci_digits_corrupted/<c>``: test 359, the ``uci_digits`` test split corrupted;
 - ``digit_renditions/<r>``: six renditions of the digits (``_renditions.py``), one
   builder config each, train / validation / test, RGB ``(28, 28, 3)`` images;
+- ``synthetic_photos``: train 320, test 64 JPEG photos of DomainNet's sizes
+  (``_photos.py``), for the input-pipeline benchmarks (``BENCHMARK_DATASETS``);
 
 where ``<c>`` is one of ``CORRUPTIONS`` (one builder config each). A corrupted
 test split holds the same examples as its clean test split, in the same order
@@ -44,15 +46,17 @@ from absl import logging
 from etils import epath
 from tensorflow_datasets.core.utils import gcs_utils
 
-from ftp_jax.data import _corruptions, _digits, _renditions
+from ftp_jax.data import _corruptions, _digits, _photos, _renditions
 
 __all__ = [
+    "BENCHMARK_DATASETS",
     "CORRUPTED_DATASETS",
     "DATASETS",
     "DigitRenditions",
     "OWN_BUILDER_NAMES",
     "RENDITION_DATASETS",
     "Mnist5k",
+    "SyntheticPhotos",
     "Mnist5kCorrupted",
     "UciDigits",
     "UciDigitsCorrupted",
@@ -257,9 +261,58 @@ class DigitRenditions(_OfflineBuilder):
             yield int(index), {"image": _png(image), "label": int(label), "index": int(index)}
 
 
+class SyntheticPhotos(_OfflineBuilder):
+    """JPEG photos of DomainNet's sizes (300-500 px a side), for input-pipeline benchmarks."""
+
+    name = "synthetic_photos"
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=(
+                "Random crops of scikit-learn's two sample photos, resized to sides of "
+                f"{_photos.SIDES[0]}-{_photos.SIDES[1]} px and JPEG-encoded (quality 90): "
+                "DomainNet-sized JPEGs for timing decoding and augmentation. The labels "
+                "(index mod 10) mean nothing. See ftp_jax/data/_photos.py."
+            ),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(
+                        shape=(None, None, 3), dtype=np.uint8, encoding_format="jpeg"
+                    ),
+                    "label": tfds.features.ClassLabel(num_classes=_photos.NUM_CLASSES),
+                    "index": tfds.features.Scalar(dtype=np.int64, doc="The photo's number."),
+                }
+            ),
+            supervised_keys=("image", "label"),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # nothing to download: made from scikit-learn's sample photos
+        offsets = {"train": 0, "test": _photos.SPLIT_SIZES["train"]}
+        return {
+            split: self._generate_examples(offsets[split], size)
+            for split, size in _photos.SPLIT_SIZES.items()
+        }
+
+    def _generate_examples(self, first: int, size: int):
+        for index in range(first, first + size):
+            label = index % _photos.NUM_CLASSES
+            yield index, {"image": _photos.jpeg(index), "label": label, "index": index}
+
+
 _BUILDERS = {
     cls.name: cls
-    for cls in (Mnist5k, UciDigits, Mnist5kCorrupted, UciDigitsCorrupted, DigitRenditions)
+    for cls in (
+        Mnist5k,
+        UciDigits,
+        Mnist5kCorrupted,
+        UciDigitsCorrupted,
+        DigitRenditions,
+        SyntheticPhotos,
+    )
 }
 CORRUPTED_DATASETS = tuple(
     f"{name}/{corruption}"
@@ -270,17 +323,17 @@ CORRUPTED_DATASETS = tuple(
 DATASETS = ("mnist5k", "uci_digits", *CORRUPTED_DATASETS)
 # The renditions experiment's.
 RENDITION_DATASETS = tuple(f"digit_renditions/{r}" for r in _renditions.RENDITIONS)
+# The input-pipeline benchmarks'.
+BENCHMARK_DATASETS = ("synthetic_photos",)
 OWN_BUILDER_NAMES = tuple(_BUILDERS)
 
 
 def own_builder(name: str, data_dir: str | os.PathLike) -> tfds.core.DatasetBuilder:
-    """The builder of one of ``DATASETS`` or ``RENDITION_DATASETS`` in ``data_dir``."""
+    """The builder of one of ``DATASETS``, ``RENDITION_DATASETS`` or ``BENCHMARK_DATASETS``."""
     base, _, config = name.partition("/")
-    if name not in DATASETS + RENDITION_DATASETS:
-        raise ValueError(
-            f"`name` {name!r} is not one of this project's datasets "
-            f"{DATASETS + RENDITION_DATASETS}."
-        )
+    known = DATASETS + RENDITION_DATASETS + BENCHMARK_DATASETS
+    if name not in known:
+        raise ValueError(f"`name` {name!r} is not one of this project's datasets {known}.")
     return _BUILDERS[base](
         data_dir=os.fspath(data_dir), config=config or None, file_format="array_record"
     )
@@ -320,11 +373,11 @@ def prepare_datasets(data_dir: str | os.PathLike, names: tuple[str, ...] = DATAS
 
     Args:
       data_dir: the TFDS data directory, e.g. ``~/tensorflow_datasets``.
-      names: which of ``DATASETS`` or ``RENDITION_DATASETS`` to prepare (by
-        default ``DATASETS``, the digits experiment's).
+      names: which of ``DATASETS``, ``RENDITION_DATASETS`` or ``BENCHMARK_DATASETS``
+        to prepare (by default ``DATASETS``, the digits experiment's).
 
     Raises:
-      ValueError: for a name that is not one of ``DATASETS`` or ``RENDITION_DATASETS``.
+      ValueError: for a name that is not one of this project's datasets.
       ImportError: ``importlib_resources`` is missing (TFDS needs it to prepare).
 
     Example::

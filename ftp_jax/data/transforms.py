@@ -6,6 +6,13 @@ center crop, normalization. They take ``(uint8 image (h, w[, c]), rng)`` and
 return ``float32 (size, size, 3)``, as :func:`ftp_jax.data.batches` expects;
 the randomness comes only from ``rng``, so an example's augmentation is a pure
 function of ``(seed, epoch, index)`` there.
+
+With ``output="uint8"`` they stop before the normalization and return the
+``uint8 (size, size, 3)`` crop (a quarter of the bytes to the device); the
+transform's ``normalization`` attribute, ``(mean, std)``, is then what the
+jitted step applies on the device (:func:`ftp_jax.train.normalize_images`),
+to the same float32 values up to rounding. A float32 transform's
+``normalization`` is ``None``: nothing is left to do on the device.
 """
 
 from __future__ import annotations
@@ -45,6 +52,31 @@ def _normalize(picture: Image.Image, mean, std) -> np.ndarray:
     return (array - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
+_OUTPUTS = ("float32", "uint8")
+
+
+def _check_output(output: str) -> None:
+    if output not in _OUTPUTS:
+        raise ValueError(
+            f"`output` must be one of {_OUTPUTS}: 'float32' normalizes on the host, 'uint8' "
+            f"leaves the normalization to the device; got {output!r}."
+        )
+
+
+def _finish(transform, output: str, mean, std) -> Transform:
+    """Sets the transform's ``normalization``: ``(mean, std)`` left to the device, or ``None``."""
+    transform.normalization = (
+        (tuple(map(float, mean)), tuple(map(float, std))) if output == "uint8" else None
+    )
+    return transform
+
+
+def _output(picture: Image.Image, output: str, mean, std) -> np.ndarray:
+    if output == "uint8":
+        return np.asarray(picture, np.uint8)
+    return _normalize(picture, mean, std)
+
+
 def train_transform(
     size: int = 224,
     *,
@@ -52,8 +84,25 @@ def train_transform(
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    output: str = "float32",
 ) -> Transform:
-    """RandomResizedCrop(size, scale, ratio) + RandomHorizontalFlip + Normalize (torchvision's)."""
+    """RandomResizedCrop(size, scale, ratio) + RandomHorizontalFlip + Normalize (torchvision's).
+
+    Args:
+      size: the output's side in pixels.
+      scale, ratio: the crop's area fraction and aspect ranges.
+      mean, std: per-channel normalization of values in ``[0, 1]``.
+      output: ``"float32"``: normalized on the host; ``"uint8"``: the flipped
+        crop, with ``mean`` and ``std`` in the transform's ``normalization``
+        for the device.
+
+    Returns:
+      ``transform(uint8 image (h, w[, c]), rng) -> (size, size, 3)`` array.
+
+    Raises:
+      ValueError: an unknown ``output``.
+    """
+    _check_output(output)
 
     def transform(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         picture = _rgb(image)
@@ -83,9 +132,9 @@ def train_transform(
         picture = picture.resize((size, size), Image.BILINEAR, box=box)
         if rng.uniform() < 0.5:
             picture = picture.transpose(Image.FLIP_LEFT_RIGHT)
-        return _normalize(picture, mean, std)
+        return _output(picture, output, mean, std)
 
-    return transform
+    return _finish(transform, output, mean, std)
 
 
 def eval_transform(
@@ -94,8 +143,13 @@ def eval_transform(
     resize: int | None = None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    output: str = "float32",
 ) -> Transform:
-    """Resize (shorter side to ``resize``, default size * 256 / 224), CenterCrop, Normalize."""
+    """Resize (shorter side to ``resize``, default size * 256 / 224), CenterCrop, Normalize.
+
+    ``output``: as for :func:`train_transform` (``"uint8"``: normalized on the device).
+    """
+    _check_output(output)
     resize = resize or int(round(size * 256 / 224))
 
     def transform(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -110,6 +164,6 @@ def eval_transform(
         width, height = picture.size
         left, top = (width - size) // 2, (height - size) // 2
         picture = picture.crop((left, top, left + size, top + size))
-        return _normalize(picture, mean, std)
+        return _output(picture, output, mean, std)
 
-    return transform
+    return _finish(transform, output, mean, std)

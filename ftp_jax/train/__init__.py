@@ -18,7 +18,7 @@ from ftp_jax.train.methods import (
     TPGMOptions,
     build_method,
 )
-from ftp_jax.train.steps import TrainState, make_eval_step, make_train_step
+from ftp_jax.train.steps import TrainState, make_eval_step, make_train_step, normalize_images
 
 __all__ = [
     "CheckpointMismatchError",
@@ -41,4 +41,5 @@ __all__ = [
     "fit",
     "make_eval_step",
     "make_train_step",
+    "normalize_images",
 ]

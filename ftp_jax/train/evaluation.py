@@ -118,6 +118,12 @@ def heldout_batches(evalset: EvalData, batch_size: int, start: int, placement=No
         if host_rows:
             for index in range(position, count):
                 yield evalset.read(_host_rows(index * size, size, len(evalset))), True
+        elif hasattr(evalset, "read"):
+            # The batches of ``evalset.batches(size)``, read one at a time: the caller takes
+            # a few per step, and a batch pipeline opened per step (workers reading ahead)
+            # would make batches only to drop them.
+            for index in range(position, count):
+                yield evalset.read(np.arange(index * size, (index + 1) * size)), False
         else:
             for batch in evalset.batches(size, start=position):
                 if len(batch["label"]) < size:

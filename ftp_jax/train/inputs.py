@@ -5,7 +5,13 @@ resumable from any batch of an epoch); evaluation data follows
 :class:`EvalData` (a name, a length and batches in a fixed order). In-memory
 arrays (:class:`ArrayTrainData`, :class:`EvalSet`) suit small datasets; TFDS
 sources with per-example transforms (:class:`SourceTrainData`,
-:class:`SourceEvalSet`, built on :func:`ftp_jax.data.batches`) stream large ones.
+:class:`SourceEvalSet`, built on :func:`ftp_jax.data.batches`) stream large ones,
+decoded by worker threads ahead of the step.
+
+A data object's optional ``normalization`` attribute, ``(mean, std)`` or
+``None``, says that its images are ``uint8`` and what the jitted steps apply
+on the device (a transform with ``output="uint8"``); ``fit`` reads it from the
+training data.
 """
 
 from __future__ import annotations
@@ -139,6 +145,13 @@ class SourceTrainData:
       shard: ``(process_index, process_count)``: yield only this host's rows of
         every global batch (multi-host); default: ``jax.process_index()`` of
         ``jax.process_count()``, i.e. everything on a single host.
+      workers: threads decoding and transforming batches ahead of the step
+        (:func:`ftp_jax.data.batches`); default: the cores this process may use;
+        0: in the training loop's thread. The batches do not depend on it.
+
+    Attributes:
+      normalization: the transform's ``normalization``: ``(mean, std)`` the steps
+        apply on the device to its ``uint8`` images, or ``None``.
     """
 
     def __init__(
@@ -147,6 +160,7 @@ class SourceTrainData:
         batch_size: int,
         transform: Transform | None = None,
         shard: tuple[int, int] | None = None,
+        workers: int | None = None,
     ):
         if len(source) < batch_size:
             raise ValueError(
@@ -154,6 +168,8 @@ class SourceTrainData:
                 f"{batch_size}."
             )
         self.source, self.batch_size, self.transform = source, batch_size, transform
+        self.workers = workers
+        self.normalization = getattr(transform, "normalization", None)
         self.steps_per_epoch = len(source) // batch_size
         if shard is None:
             import jax
@@ -181,6 +197,7 @@ class SourceTrainData:
             start_batch=start,
             transform=self.transform,
             shard=self.shard if self.shard[1] > 1 else None,
+            workers=self.workers,
         )
 
 
@@ -188,7 +205,8 @@ class SourceEvalSet:
     """A named evaluation set streamed from a TFDS split, with a per-example transform.
 
     ``class_subset``: label indices the predictions are restricted to (``None``: all),
-    e.g. ``ftp_jax.data.class_subset_indices("imagenet_a")``.
+    e.g. ``ftp_jax.data.class_subset_indices("imagenet_a")``. ``workers``: as
+    for :class:`SourceTrainData`. ``normalization``: the transform's, as there.
     """
 
     def __init__(
@@ -197,10 +215,13 @@ class SourceEvalSet:
         source: Any,
         transform: Transform | None = None,
         class_subset: Any = None,
+        workers: int | None = None,
     ):
         if len(source) == 0:
             raise ValueError(f"eval set {name!r} is empty.")
         self.name, self.source, self.transform = name, source, transform
+        self.workers = workers
+        self.normalization = getattr(transform, "normalization", None)
         self.class_subset = None if class_subset is None else checked_class_subset(class_subset)
 
     def __len__(self) -> int:
@@ -218,6 +239,7 @@ class SourceEvalSet:
             drop_remainder=False,
             start_batch=start,
             transform=self.transform,
+            workers=self.workers,
         )
 
     def read(self, indices: np.ndarray) -> Batch:

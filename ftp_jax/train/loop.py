@@ -15,10 +15,11 @@ one step they agree on (:mod:`ftp_jax.train.preemption`).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from ftp_jax.train.steps import (
     cross_entropy,
     make_eval_step,
     make_train_step,
+    normalize_images,
     split_model,
 )
 
@@ -137,7 +139,10 @@ def fit(
         Its params at entry are the anchor (FTP, TPGM) and the distance reference.
       config: the run's configuration; ``config.compute_dtype`` (e.g. ``"bfloat16"``)
         is applied to a copy of ``model`` (:func:`ftp_jax.models.with_compute_dtype`).
-      train: training batches (e.g. :class:`ArrayTrainData`).
+      train: training batches (e.g. :class:`ArrayTrainData`). Batch k + 1 is put on
+        the device while step k runs. If ``train.normalization`` is ``(mean, std)``
+        (a transform with ``output="uint8"``), the steps normalize ``uint8`` images
+        with it on the device; evaluation sets must have the same or none.
       validation: the ID validation split: best-epoch selection.
       tests: ID test and OOD sets, evaluated with the selected epoch's params.
       workdir: where metrics, checkpoints and the result go; a run started again
@@ -169,6 +174,7 @@ def fit(
     Raises:
       CheckpointMismatchError: the work directory holds another run's checkpoint.
     """
+    _check_normalization(train, (validation, heldout or validation, *tests))
     run = _Run(model, config, train, validation, heldout or validation, Path(workdir))
     run.setup(mesh, shard_params, row_axes)
     if run.finished is not None:
@@ -212,6 +218,8 @@ class _Run:
         workdir.mkdir(parents=True, exist_ok=True)
         model = with_compute_dtype(model, config.compute_dtype)  # float32: as it is
         self.graphdef, self.params, self.model_state = split_model(model)
+        # (mean, std) the steps apply to uint8 images on the device (None: float32 batches).
+        self.normalization = getattr(train, "normalization", None)
         # A copy: the jitted step donates the state's buffers, the anchor must survive it.
         self.anchor = _copy_tree(self.params)
         self.progress = Progress()
@@ -219,13 +227,14 @@ class _Run:
 
     def setup(self, mesh, shard_params: bool, row_axes: Any) -> None:
         """Builds the method and the initial state; a finished run's stored result if any."""
-        config, graphdef = self.config, self.graphdef
+        config, graphdef, normalization = self.config, self.graphdef, self.normalization
         self.placement = Placement(mesh, config.batch_size, config.eval_batch_size, shard_params)
 
         def heldout_loss(params, batch, *, model_state, **unused):
             model = nnx.merge(graphdef, params, model_state)
             model.eval()
-            return cross_entropy(model(batch["image"]), batch["label"])
+            images = normalize_images(batch["image"], normalization)
+            return cross_entropy(model(images), batch["label"])
 
         steps_per_epoch = self.train.steps_per_epoch
         self.method = build_method(
@@ -273,8 +282,12 @@ class _Run:
             )
             self.progress = Progress(**meta["progress"])
         self.metrics = _Metrics(self.workdir / "metrics.jsonl", latest)
-        self.train_step = jax.jit(make_train_step(self.graphdef, self.method.tx), donate_argnums=0)
-        self.eval_step = jax.jit(make_eval_step(self.graphdef))
+        normalization = self.normalization
+        self.train_step = jax.jit(
+            make_train_step(self.graphdef, self.method.tx, normalization=normalization),
+            donate_argnums=0,
+        )
+        self.eval_step = jax.jit(make_eval_step(self.graphdef, normalization=normalization))
         # A training source sharded by host yields this host's rows of each batch.
         shard = getattr(self.train, "shard", None)
         self.host_rows = shard is not None and shard[1] > 1
@@ -304,8 +317,8 @@ class _Run:
         seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
         pending = []  # this epoch's step metrics, still on the device
         started = time.perf_counter()
-        for batch in self.train.batches(seed, epoch, progress.batch):
-            placed = self.placement.batch(batch, host_rows=self.host_rows)
+        batches = self.train.batches(seed, epoch, progress.batch)
+        for placed in _placed_ahead(batches, self._place):
             if placed["label"].shape[0] != config.batch_size:
                 raise ValueError(
                     f"the global training batch has {placed['label'].shape[0]} rows, not "
@@ -341,6 +354,13 @@ class _Run:
                 return False
         _add_metrics(progress.epoch_sums, pending)
         return True
+
+    def _place(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """A training batch on the device(s), with the run's sharding (copies start now)."""
+        placed = self.placement.batch(batch, host_rows=self.host_rows)
+        if self.placement.mesh is None:  # one device: the state's (a mesh's batch is placed)
+            placed = jax.device_put(placed, jax.devices()[0])
+        return placed
 
     def end_epoch(self) -> None:
         """Validation, best-epoch selection, the epoch's record and a checkpoint."""
@@ -398,6 +418,40 @@ class _Run:
             path = self.workdir / "result.json"
             path.write_text(json.dumps({"fingerprint": self.run_id, **result.to_json()}, indent=1))
         return result
+
+
+def _placed_ahead(
+    batches: Iterable[dict[str, np.ndarray]], place: Callable[[dict], dict], depth: int = 2
+) -> Iterator[dict[str, jax.Array]]:
+    """``place(batch)`` of every batch, placing batch k + 1 while step k runs (double buffering).
+
+    ``place`` starts an asynchronous host-to-device copy; a queue of ``depth``
+    placed batches means that when step k is dispatched, batch k + 1 is already
+    on its way to the device, and batch k + 2 is read (by the input pipeline's
+    workers) while step k runs. The batches and their order are unchanged.
+    """
+    queue: collections.deque = collections.deque()
+    for batch in batches:
+        queue.append(place(batch))
+        if len(queue) == depth:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()
+
+
+def _check_normalization(train: TrainData, evalsets: Sequence[EvalData]) -> None:
+    """Raises when an evaluation set's ``uint8`` images need another normalization than the
+    training data's: the steps apply one, the training data's."""
+    expected = getattr(train, "normalization", None)
+    for evalset in evalsets:
+        found = getattr(evalset, "normalization", None)
+        if found is not None and found != expected:
+            raise ValueError(
+                f"eval set {getattr(evalset, 'name', '?')!r} has normalization {found} but the "
+                f"training data has {expected}; the steps normalize uint8 images with the "
+                "training data's (mean, std): build every transform with the same mean, std "
+                "and output."
+            )
 
 
 def _run_settings(config: TrainConfig) -> dict[str, Any]:

@@ -7,6 +7,10 @@ jittable functions of arrays only:
 
 ``train_step(state, batch, heldout=None) -> (state, metrics)`` and
 ``eval_step(params, model_state, batch, classes=None) -> metrics``.
+
+Batches of ``uint8`` images (a quarter of the bytes of float32 over the
+host-to-device link) are scaled and normalized inside the step
+(:func:`normalize_images`); float32 batches go to the model as they are.
 """
 
 from __future__ import annotations
@@ -19,9 +23,18 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-__all__ = ["TrainState", "split_model", "make_train_step", "make_eval_step", "cross_entropy"]
+__all__ = [
+    "TrainState",
+    "split_model",
+    "make_train_step",
+    "make_eval_step",
+    "cross_entropy",
+    "normalize_images",
+]
 
 PyTree = Any
+# Per-channel (mean, std) of images scaled to [0, 1], e.g. ftp_jax.data.CLIP_MEAN/CLIP_STD.
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]
 
 
 class TrainState(NamedTuple):
@@ -53,6 +66,37 @@ def _at_least_float32(x: jax.Array) -> jax.Array:
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
+def normalize_images(images: jax.Array, normalization: Normalization | None) -> jax.Array:
+    """``uint8`` images scaled to ``[0, 1]`` and normalized; other dtypes unchanged.
+
+    .. math::
+
+       x = (u / 255 - \\mu) / \\sigma
+
+    computed in float32 in the order of the host's transform
+    (:func:`ftp_jax.data.train_transform` with ``output="float32"``), so the
+    result equals the host's float32 images up to float32 rounding (XLA may
+    fuse or reorder the two divisions: a few ulps).
+
+    Args:
+      images: ``uint8 (b, h, w, c)``, or already float images (returned as they are).
+      normalization: ``(mean, std)`` per channel (:math:`\\mu`, :math:`\\sigma`),
+        or ``None``: only the scaling to ``[0, 1]``.
+
+    Returns:
+      float32 images for ``uint8`` input; else ``images``.
+    """
+    if images.dtype != jnp.uint8:  # a static dtype: no trace-time branch on values
+        return images
+    scaled = images.astype(jnp.float32) / jnp.float32(255.0)
+    if normalization is None:
+        return scaled
+    # Per channel, broadcast over the leading axes explicitly (no rank promotion).
+    shape = (1,) * (images.ndim - 1) + (-1,)
+    mean, std = (jnp.asarray(v, jnp.float32).reshape(shape) for v in normalization)
+    return (scaled - mean) / std
+
+
 def _forward(graphdef, params, model_state, images, *, train: bool):
     model = nnx.merge(graphdef, params, model_state)
     model.train() if train else model.eval()
@@ -61,8 +105,16 @@ def _forward(graphdef, params, model_state, images, *, train: bool):
     return logits, nnx.to_pure_dict(new_model_state)
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation):
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    *,
+    normalization: Normalization | None = None,
+):
     """The training step: forward in train mode, backward, optimizer update.
+
+    ``normalization``: ``(mean, std)`` applied on the device to ``uint8`` batch
+    images (:func:`normalize_images`); float32 images are used as they are.
 
     A step whose loss or gradient is not finite changes nothing but
     ``skipped_steps`` and ``step`` (the batch is consumed): the params, the
@@ -77,9 +129,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation):
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], heldout: PyTree | None = None):
         def loss_fn(params):
-            logits, model_state = _forward(
-                graphdef, params, state.model_state, batch["image"], train=True
-            )
+            images = normalize_images(batch["image"], normalization)
+            logits, model_state = _forward(graphdef, params, state.model_state, images, train=True)
             return cross_entropy(logits, batch["label"]), (logits, model_state)
 
         (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -112,8 +163,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation):
     return train_step
 
 
-def make_eval_step(graphdef: nnx.GraphDef):
+def make_eval_step(graphdef: nnx.GraphDef, *, normalization: Normalization | None = None):
     """The evaluation step: forward in eval mode; sums over the unmasked examples.
+
+    ``normalization``: as for :func:`make_train_step` (``uint8`` images only).
 
     ``batch["mask"]`` (optional, bool) marks the real examples of a padded batch,
     so that every batch has one shape and the step compiles once.
@@ -132,7 +185,8 @@ def make_eval_step(graphdef: nnx.GraphDef):
         batch: dict[str, jax.Array],
         classes: jax.Array | None = None,
     ):
-        logits, _ = _forward(graphdef, params, model_state, batch["image"], train=False)
+        images = normalize_images(batch["image"], normalization)
+        logits, _ = _forward(graphdef, params, model_state, images, train=False)
         mask = batch.get("mask", jnp.ones(batch["label"].shape, bool))
         if classes is None:
             losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])

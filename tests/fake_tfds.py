@@ -10,6 +10,7 @@ from typing import ClassVar
 import numpy as np
 import PIL.Image
 import tensorflow_datasets as tfds
+from flax import nnx
 
 from ftp_jax.data._builders import _OfflineBuilder, offline
 from ftp_jax.recipes import RecipeConfig
@@ -67,6 +68,19 @@ def prepare(data_dir: str) -> None:
 
 
 BATCH_SIZE = 16  # the fake recipes' global training batch
+
+
+class TinyNet(nnx.Module):
+    """Dense-BatchNorm-head on 32x32 RGB: the recipes' loop at a small compile cost."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.body = nnx.Linear(32 * 32 * 3, 32, rngs=rngs)
+        self.norm = nnx.BatchNorm(32, rngs=rngs)
+        self.head = nnx.Linear(32, NUM_CLASSES, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(nnx.relu(self.norm(self.body(x.reshape(x.shape[0], -1)))))
+
 
 # Tiny versions of the recipes' models (same structure, random weights).
 TINY_MODELS = {

@@ -55,17 +55,6 @@ def main(argv: list[str] | None = None) -> None:
     from ftp_jax.recipes import domainnet, run_recipe
     from tests import fake_tfds
 
-    class TinyNet(nnx.Module):
-        """Dense-BatchNorm-head on 32x32 RGB: the recipe's loop at a small compile cost."""
-
-        def __init__(self, rngs):
-            self.body = nnx.Linear(32 * 32 * 3, 32, rngs=rngs)
-            self.norm = nnx.BatchNorm(32, rngs=rngs)
-            self.head = nnx.Linear(32, fake_tfds.NUM_CLASSES, rngs=rngs)
-
-        def __call__(self, x):
-            return self.head(nnx.relu(self.norm(self.body(x.reshape(x.shape[0], -1)))))
-
     reads = _record_training_reads()
     final, saved = _record_final_state(), _record_saves()
     for run in args.runs:
@@ -79,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         # Built in one jitted call: on several hosts every eager op of the random
         # initialization would be a multi-host computation compiled on its own.
-        model = nnx.jit(lambda: TinyNet(nnx.Rngs(0)))()
+        model = nnx.jit(lambda: fake_tfds.TinyNet(nnx.Rngs(0)))()
         try:
             summary = run_recipe(
                 config,

@@ -179,8 +179,9 @@ def _markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         lines += [
             "",
             "Speed: training steps per second of the row's runs, from the median step time "
-            "of each run (a step: the optimizer step, TPGM's projection update and the host's "
-            "read of the step's metrics; compilation, evaluation and checkpoints excluded), "
+            "of each run (a step: the forward and backward pass, the optimizer step and "
+            "TPGM's projection update, each step waited for; compilation, evaluation and "
+            "checkpoints excluded), "
             f"and relative to `{config.get('speed_reference')}` in the same run. "
             "Δ: difference of means from "
             f"`{config.get('speed_reference')}`, in **bold** when larger than "

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "METHODS",
     "REGISTRY",
+    "Entry",
     "FTPOptions",
     "L2SPOptions",
     "LPFTOptions",

@@ -72,7 +72,9 @@ def build(args):
         config,
         image_size=args.size,
         num_classes=345,
-        finetune=dataclasses.replace(config.finetune, batch_size=args.batch_size),
+        finetune=dataclasses.replace(
+            config.finetune, batch_size=args.batch_size, compute_dtype=args.compute_dtype
+        ),
     )
     overrides = {} if args.width is None else {"width": args.width}
     if args.quick:
@@ -153,6 +155,12 @@ def main(argv=None) -> dict:
         "--width", type=int, default=None, help="CLIP RN50's width (default: 16 CPU, 64 GPU)"
     )
     parser.add_argument("--size", type=int, default=224, help="crop size in pixels")
+    parser.add_argument(
+        "--compute-dtype",
+        choices=("float32", "bfloat16"),
+        default=None,
+        help="the model's compute dtype (default: float32 CPU, the recipe's bfloat16 GPU)",
+    )
     parser.add_argument("--steps", type=int, default=None, help="steps per round (default 4)")
     parser.add_argument("--workers", type=int, default=None, help="default: the cores")
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a temporary dir")
@@ -167,6 +175,8 @@ def main(argv=None) -> dict:
     gpu = args.device == "gpu"
     if args.batch_size is None:
         args.batch_size = 256 if gpu else 16
+    if args.compute_dtype is None:  # XLA on the CPU emulates bfloat16 convolutions slowly
+        args.compute_dtype = "bfloat16" if gpu else "float32"
     if args.width is None and not gpu and args.model == "clip_rn50":
         args.width = 16
     if args.quick:
@@ -233,6 +243,7 @@ def main(argv=None) -> dict:
         "quick": args.quick,
         "method": args.method,
         "recipe_method": METHODS[args.method],
+        "compute_dtype": args.compute_dtype,
         "image_size": args.size,
         "batch_size": args.batch_size,
         "workers": args.workers,

@@ -41,7 +41,7 @@ def test_a_shifted_row_is_beyond_the_noise_and_bold(results, tmp_path):
     assert ftp["difference"]["OOD avg"]["beyond_noise"] is False
     markdown = compare_markdown(records, ("float32", "bfloat16"))
     assert "| FTP (SGD) |  |  | 72.6 ± 2.7 | 52.6 ± 2.7 | **-20.0 (SE 2.2)** |" in markdown
-    assert "| SPD (SGD) | spd_strength=1 | spd_strength=1 |" in markdown
+    assert "| SPD (SGD) | strength=1 | strength=1 |" in markdown
     assert "1 of " in markdown
     path = tmp_path / "shifted.json"
     path.write_text(json.dumps(shifted))

@@ -144,13 +144,14 @@ class IdentityTest(parameterized.TestCase):
             state = tx.init(params)._replace(count=jnp.asarray(5, jnp.int32))
             base_state = base.init(params)
             theta, base_theta = params, params
+            update, base_update = jax.jit(tx.update), jax.jit(base.update)  # one compile each
             for t in range(4):
                 # Pin every radius far above any row norm; it is clipped to max(n_t).
                 state = state._replace(
                     radius=jax.tree_util.tree_map(lambda r: jnp.full_like(r, 1e6), state.radius)
                 )
-                updates, state = tx.update(gradient(theta, t), state, theta)
-                base_updates, base_state = base.update(
+                updates, state = update(gradient(theta, t), state, theta)
+                base_updates, base_state = base_update(
                     gradient(base_theta, t), base_state, base_theta
                 )
                 theta = optax.apply_updates(theta, updates)
@@ -168,8 +169,9 @@ class IdentityTest(parameterized.TestCase):
         state = tx.init(params)
         state = state._replace(count=jnp.asarray(5, jnp.int32))  # radius 0 -> clip 1e-8
         theta = params
+        update = jax.jit(tx.update)
         for t in range(3):
-            updates, state = tx.update(gradient(theta, t), state, theta)
+            updates, state = update(gradient(theta, t), state, theta)
             theta = optax.apply_updates(theta, updates)
         distance = jnp.sum(jnp.abs(theta["dense"]["kernel"] - params["dense"]["kernel"]), 0)
         self.assertLess(float(jnp.max(distance)), 1e-6)

@@ -49,8 +49,9 @@ def _run(tx):
     params = _params()
     state = tx.init(params)
     all_updates = []
+    update = jax.jit(tx.update)  # one compile, not one per primitive
     for step in range(STEPS):
-        updates, state = tx.update(_grads(params, step), state, params)
+        updates, state = update(_grads(params, step), state, params)
         params = optax.apply_updates(params, updates)
         all_updates.append(updates)
     return params, all_updates, state

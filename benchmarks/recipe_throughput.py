@@ -59,13 +59,12 @@ QUICK_MODELS = {  # --quick: the same structures, tiny
 def build(args):
     """``(step, state, params)``: the recipe's jitted step, its start state, the parameter count."""
     import jax
-    import jax.numpy as jnp
     from flax import nnx
 
     from ftp_jax.recipes.config import domainnet
     from ftp_jax.recipes.run import build_model, row_axes_of
     from ftp_jax.train.methods import build_method
-    from ftp_jax.train.steps import TrainState, make_train_step, split_model
+    from ftp_jax.train.steps import initial_train_state, make_train_step, split_model
 
     config = domainnet(METHODS[args.method], model=MODELS[args.model])
     config = dataclasses.replace(
@@ -84,14 +83,7 @@ def build(args):
     method = build_method(config.finetune, params, 1000, row_axes=row_axes_of(config))
     device = jax.devices()[0]
     state = jax.device_put(
-        TrainState(
-            step=jnp.zeros([], jnp.int32),
-            params=params,
-            model_state=model_state,
-            opt_state=method.tx.init(params),
-            rng=jax.random.key_data(jax.random.PRNGKey(0)),
-            skipped_steps=jnp.zeros([], jnp.int32),
-        ),
+        initial_train_state(params, model_state, method.tx),
         device,
     )
     from ftp_jax import data

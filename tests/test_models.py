@@ -15,7 +15,7 @@ from flax import nnx
 
 import ftp_jax
 from ftp_jax import convert, models
-from ftp_jax.train.steps import TrainState, cross_entropy, make_train_step, split_model
+from ftp_jax.train.steps import cross_entropy, initial_train_state, make_train_step, split_model
 
 IMAGE_SIZE = 64
 NUM_CLASSES = 5
@@ -175,14 +175,7 @@ class ModelTest(parameterized.TestCase):
         graphdef, params, model_state = split_model(model)
         mask = ftp_jax.path_rules([(r"head/.*", False), (r".*", True)], name="mask")
         tx = ftp_jax.ftp(optax.sgd(1e-2, momentum=0.9), mask=mask, row_axes=models.clip_row_axes)
-        state = TrainState(
-            step=jnp.int32(0),
-            params=params,
-            model_state=model_state,
-            opt_state=tx.init(params),
-            rng=jax.random.key_data(jax.random.key(0)),
-            skipped_steps=jnp.int32(0),
-        )
+        state = initial_train_state(params, model_state, tx)
         batch = {"image": jnp.asarray(images()), "label": jnp.asarray([0, 3])}
         new_state, metrics = jax.jit(make_train_step(graphdef, tx))(state, batch)
         self.assertTrue(bool(metrics["finite"]))
@@ -393,14 +386,7 @@ class MixedPrecisionTest(parameterized.TestCase):
         graphdef, params, model_state = split_model(models.with_compute_dtype(model, "bfloat16"))
         mask = ftp_jax.path_rules([(r"head/.*", False), (r".*", True)], name="mask")
         tx = ftp_jax.ftp(optax.sgd(1e-2, momentum=0.9), mask=mask, row_axes=models.ROW_AXES[kind])
-        state = TrainState(
-            step=jnp.int32(0),
-            params=params,
-            model_state=model_state,
-            opt_state=tx.init(params),
-            rng=jax.random.key_data(jax.random.key(0)),
-            skipped_steps=jnp.int32(0),
-        )
+        state = initial_train_state(params, model_state, tx)
         batch = {"image": jnp.asarray(images()), "label": jnp.asarray([0, 3])}
         step = jax.jit(make_train_step(graphdef, tx))
         state, first = step(state, batch)

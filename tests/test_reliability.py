@@ -17,7 +17,7 @@ from flax import nnx
 import ftp_jax
 from ftp_jax.train import fit
 from ftp_jax.train.loop import ArrayTrainData
-from ftp_jax.train.steps import TrainState, make_train_step, split_model
+from ftp_jax.train.steps import initial_train_state, make_train_step, split_model
 from tests import tiny_fit
 
 HEAD = ftp_jax.path_rules([(r"head/.*", False), (r".*", True)], name="mask")
@@ -25,14 +25,7 @@ HEAD = ftp_jax.path_rules([(r"head/.*", False), (r".*", True)], name="mask")
 
 def _state(tx):
     graphdef, params, model_state = split_model(tiny_fit.TinyNet(nnx.Rngs(0)))
-    state = TrainState(
-        step=jnp.zeros([], jnp.int32),
-        params=params,
-        model_state=model_state,
-        opt_state=tx.init(params),
-        rng=jax.random.key_data(jax.random.PRNGKey(0)),
-        skipped_steps=jnp.zeros([], jnp.int32),
-    )
+    state = initial_train_state(params, model_state, tx)
     return graphdef, state
 
 

@@ -29,7 +29,7 @@ from ftp_jax.train import (
     apply_overrides,
     fit,
 )
-from ftp_jax.train.steps import TrainState, split_model
+from ftp_jax.train.steps import initial_train_state, split_model
 from tests import tiny_fit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,14 +236,7 @@ class ResumeTest(_TempdirTest):
                 self.dropout = nnx.Dropout(0.5, rngs=rngs)
 
         graphdef, params, model_state = split_model(WithDropout(nnx.Rngs(0)))
-        state = TrainState(
-            step=jax.numpy.zeros([], jax.numpy.int32),
-            params=params,
-            model_state=model_state,
-            opt_state=optax.sgd(0.1).init(params),
-            rng=jax.random.key_data(jax.random.PRNGKey(0)),
-            skipped_steps=jax.numpy.zeros([], jax.numpy.int32),
-        )
+        state = initial_train_state(params, model_state, optax.sgd(0.1))
         checkpointer = Checkpointer(self.tmpdir())
         extra = {"best": params}
         checkpointer.save(1, state, extra, {"fingerprint": "x"})

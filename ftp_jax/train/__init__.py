@@ -18,7 +18,13 @@ from ftp_jax.train.methods import (
     TPGMOptions,
     build_method,
 )
-from ftp_jax.train.steps import TrainState, make_eval_step, make_train_step, normalize_images
+from ftp_jax.train.steps import (
+    TrainState,
+    initial_train_state,
+    make_eval_step,
+    make_train_step,
+    normalize_images,
+)
 
 __all__ = [
     "CheckpointMismatchError",
@@ -39,6 +45,7 @@ __all__ = [
     "apply_overrides",
     "build_method",
     "fit",
+    "initial_train_state",
     "make_eval_step",
     "make_train_step",
     "normalize_images",

@@ -46,6 +46,7 @@ from ftp_jax.train.preemption import Interrupt
 from ftp_jax.train.steps import (
     TrainState,
     cross_entropy,
+    initial_train_state,
     make_eval_step,
     make_train_step,
     normalize_images,
@@ -244,13 +245,8 @@ class _Run:
         @jax.jit
         def initial_state(params, model_state):
             # One compiled computation: eagerly, every leaf's init ops compile on their own.
-            return TrainState(
-                step=jnp.zeros([], jnp.int32),
-                params=_copy_tree(params),
-                model_state=_copy_tree(model_state),
-                opt_state=self.method.tx.init(params),
-                rng=jax.random.key_data(jax.random.PRNGKey(config.seed)),
-                skipped_steps=jnp.zeros([], jnp.int32),
+            return initial_train_state(
+                _copy_tree(params), _copy_tree(model_state), self.method.tx, config.seed
             )
 
         self.state = initial_state(self.params, self.model_state)

@@ -25,6 +25,7 @@ from flax import nnx
 
 __all__ = [
     "TrainState",
+    "initial_train_state",
     "split_model",
     "make_train_step",
     "make_eval_step",
@@ -46,6 +47,24 @@ class TrainState(NamedTuple):
     opt_state: optax.OptState  # the optimizer's state (FTP's/TPGM's anchor and radii included).
     rng: chex.Array  # uint32 [2]: raw key; the data order of epoch e uses fold_in(rng, e).
     skipped_steps: chex.Array  # int32 []: steps skipped for a non-finite loss or gradient.
+
+
+def initial_train_state(
+    params: PyTree, model_state: PyTree, tx: optax.GradientTransformation, seed: int = 0
+) -> TrainState:
+    """The state before the first step: step 0, ``tx.init(params)``, the run's key.
+
+    Jit it (as ``fit`` does) to initialize the optimizer state in one compiled
+    computation; eagerly, every leaf's init ops compile on their own.
+    """
+    return TrainState(
+        step=jnp.zeros([], jnp.int32),
+        params=params,
+        model_state=model_state,
+        opt_state=tx.init(params),
+        rng=jax.random.key_data(jax.random.PRNGKey(seed)),
+        skipped_steps=jnp.zeros([], jnp.int32),
+    )
 
 
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, PyTree, PyTree]:

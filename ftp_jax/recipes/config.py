@@ -8,6 +8,7 @@ import numpy as np
 
 from ftp_jax.data.imagenet_classes import CLASS_SUBSETS, class_subset_indices
 from ftp_jax.models.kinds import MODEL_KINDS
+from ftp_jax.train._checks import check_choice
 from ftp_jax.train.config import MethodConfig, TrainConfig
 from ftp_jax.train.methods import TPGMOptions
 
@@ -64,8 +65,7 @@ class RecipeConfig:
     shard_params: bool = False
 
     def __post_init__(self):
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; expected one of {MODELS}.")
+        check_choice("model", self.model, MODELS)
         if self.normalization not in ("clip", "imagenet"):
             raise ValueError(f"unknown normalization {self.normalization!r}: clip or imagenet.")
         evaluated = {name for name, _ in (self.validation, self.id_test, *self.ood)}

@@ -180,7 +180,7 @@ def training_deviations(quick: bool) -> list[dict]:
             updates, state = tx.update(grads, state, params)
             return optax.apply_updates(params, updates), state
 
-        state, trajectory = tx.init(params), []
+        state, trajectory = jax.jit(tx.init)(params), []
         for index in indices:
             params, state = step(params, state, index)
             if record:

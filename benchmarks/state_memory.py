@@ -60,12 +60,12 @@ def run_model(name, shapes) -> dict:
     import optax
 
     ftp_module = _common.load_ftp_module(None)
-    params = _shapes.random_tree(shapes, jax.random.key(0))
+    params = _shapes.random_tree(shapes, seed=0)
     param_bytes = _common.tree_bytes(params)
     results, table = {}, []
     for row, (method, base) in _rows(ftp_module).items():
         parts = method if isinstance(method, list) else [method]
-        state = [part.init(params) for part in parts]
+        state = [jax.jit(part.init)(params) for part in parts]
         state_bytes = _common.tree_bytes(state)
         del state
         entry = {"state_bytes": state_bytes, "state_per_param": state_bytes / param_bytes}

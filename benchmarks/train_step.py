@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks import _resnet
 
     size = {"blocks": (1,), "widths": (8,), "num_classes": 10} if args.quick else {}
-    model = _resnet.ResNet50(rngs=nnx.Rngs(0), **size)
+    model = nnx.jit(lambda: _resnet.ResNet50(rngs=nnx.Rngs(0), **size))()  # one compile
     graphdef, params0, model_state0 = _split(model)
     param_bytes = _common.tree_bytes(params0)
     n_params = int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params0)))
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     steps, costs = {}, {}
     for name, tx in optimizers.items():
         holder = {"params": copy(params0), "model_state": copy(model_state0)}
-        holder["opt_state"] = tx.init(holder["params"])
+        holder["opt_state"] = jax.jit(tx.init)(holder["params"])
         compiled = (
             jax.jit(make_train_step(graphdef, tx), donate_argnums=(0, 1, 2))
             .lower(holder["params"], holder["model_state"], holder["opt_state"], images, labels)
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     tpgm_tx = ftp_jax.tpgm(optax.set_to_zero(), make_heldout_loss(graphdef), max_iters=1)
     heldout = {"image": images[None], "label": labels[None]}
     tpgm_params = copy(params0)
-    tpgm_holder = {"state": tpgm_tx.init(tpgm_params)}
+    tpgm_holder = {"state": jax.jit(tpgm_tx.init)(tpgm_params)}
     tpgm_params = jax.tree_util.tree_map(lambda p: p + 1e-3, tpgm_params)  # moved off the anchor
     zero_grads = jax.tree_util.tree_map(jnp.zeros_like, params0)
 
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
         .lower(tpgm_params, tpgm_holder["state"])
         .compile()
     )
-    apply_holder = {"params": copy(tpgm_params), "state": tpgm_tx.init(params0)}
+    apply_holder = {"params": copy(tpgm_params), "state": jax.jit(tpgm_tx.init)(params0)}
 
     def run_update_step():
         _, tpgm_holder["state"] = update_step(

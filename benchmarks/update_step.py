@@ -67,14 +67,13 @@ def methods(bases: list[str], ftp_module, before_module, memory_options: bool) -
 
 
 def run_model(name, shapes, args, ftp_module, before_module) -> dict:
-    import jax
     import numpy as np
 
-    grads = _shapes.random_tree(shapes, jax.random.key(1), scale=1e-3)
+    grads = _shapes.random_tree(shapes, seed=1, scale=1e-3)
     param_bytes = _common.tree_bytes(grads)
     rows = methods(args.bases, ftp_module, before_module, not args.no_memory_options)
     steps, info = {}, {}
-    params = _shapes.random_tree(shapes, jax.random.key(0))
+    params = _shapes.random_tree(shapes, seed=0)
     for row, (tx, base) in rows.items():
         steps[row], costs = _common.update_runner(tx, params, grads, param_bytes)
         info[row] = {"base": base, **costs}

@@ -37,7 +37,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", nargs="+", required=True)
     args = parser.parse_args(argv)
 
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+    # This host's devices, after the flags the test passes (conftest's codegen flag).
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    flags.append(f"--xla_force_host_platform_device_count={args.devices}")
+    os.environ["XLA_FLAGS"] = " ".join(flags)
     os.environ["JAX_PLATFORMS"] = "cpu"
     global jax
     import jax

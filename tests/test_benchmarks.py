@@ -124,31 +124,36 @@ def test_update_step_with_before_and_reference(tmp_path):
     assert "torch_over_jax" not in methods["reference SGDP"]  # no sgd+momentum JAX row
 
 
-def test_update_step_reference_without_adamp(tmp_path):
-    pytest.importorskip("torch")
-    reference = tmp_path / "FTP.py"
-    reference.write_text(STAND_IN_REFERENCE.split("class AdamP")[0])
-    out = tmp_path / "update.json"
-    completed = _subprocess("update_step.py", out, "--reference", str(reference))
-    assert completed.returncode != 0
-    assert "defines no `AdamP`" in completed.stderr, completed.stderr[-2000:]
+def _refused_reference(tmp_path, capsys, source: str) -> str:
+    """update_step.py's command line with ``--reference`` a file of ``source``: it must
+    exit with a usage error (code 2) before timing anything; returns its stderr."""
+    from benchmarks import update_step
+
+    reference, out = tmp_path / "FTP.py", tmp_path / "update.json"
+    reference.write_text(source)
+    with pytest.raises(SystemExit) as exit_info:
+        update_step.main(["--quick", "--out", str(out), "--reference", str(reference)])
+    assert exit_info.value.code == 2
     assert not out.exists()  # failed before timing anything
+    return capsys.readouterr().err
 
 
-def test_update_step_reference_wrong_signature(tmp_path):
+def test_update_step_reference_without_adamp(tmp_path, capsys):
     pytest.importorskip("torch")
-    reference = tmp_path / "FTP.py"
+    stderr = _refused_reference(tmp_path, capsys, STAND_IN_REFERENCE.split("class AdamP")[0])
+    assert "defines no `AdamP`" in stderr, stderr[-2000:]
+
+
+def test_update_step_reference_wrong_signature(tmp_path, capsys):
+    pytest.importorskip("torch")
     # Plain torch optimizers under the reference's names: no `k`, no `exclude_set`.
-    reference.write_text(
+    source = (
         "import torch\n\n"
         "class SGDP(torch.optim.SGD):\n    pass\n\n"
         "class AdamP(torch.optim.AdamW):\n    pass\n"
     )
-    completed = _subprocess(
-        "update_step.py", tmp_path / "update.json", "--reference", str(reference)
-    )
-    assert completed.returncode != 0
-    assert "does not take k, exclude_set" in completed.stderr, completed.stderr[-2000:]
+    stderr = _refused_reference(tmp_path, capsys, source)
+    assert "does not take k, exclude_set" in stderr, stderr[-2000:]
 
 
 def test_state_memory(tmp_path):

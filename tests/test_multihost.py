@@ -52,7 +52,10 @@ def _worker(process_id, num_processes, devices, port, data_dir, out_dir, runs=RU
         "--runs",
         *runs,
     ]
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    # The worker sets its own device count; other flags (conftest's codegen) pass through.
+    flags = env.pop("XLA_FLAGS", "").split()
+    env["XLA_FLAGS"] = " ".join(f for f in flags if "host_platform_device_count" not in f)
     return subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -122,7 +122,7 @@ def _fit(method, mesh=None, shard_params=False):
     try:
         return fit(
             tiny_fit.TinyNet(nnx.Rngs(0)),
-            tiny_fit.config(method),
+            tiny_fit.config(method, checkpoint_every=0),  # no resume here: epoch ends only
             train,
             validation,
             tests,

@@ -68,6 +68,22 @@ class ConfigTest(parameterized.TestCase):
         for name in methods.METHODS:
             self.assertIsInstance(MethodConfig(name=name).options, methods.REGISTRY[name].options)
 
+    def test_methods_lists_a_method_registered_after_import(self):
+        """Regression: ``METHODS`` was a tuple taken at import, without later methods."""
+        from ftp_jax.train import config as config_module
+
+        self.assertEqual(methods.METHODS, tuple(methods.REGISTRY))
+        self.assertNotIn("added", methods.METHODS)
+        methods.REGISTRY["added"] = methods.Entry(
+            methods.NoOptions, methods.REGISTRY["vanilla"].build
+        )
+        self.addCleanup(methods.REGISTRY.pop, "added")
+        self.assertEqual(methods.METHODS[-1], "added")
+        self.assertEqual(config_module.METHODS, methods.METHODS)
+        self.assertEqual(MethodConfig(name="added").options, methods.NoOptions())
+        with self.assertRaises(AttributeError):
+            methods.NOT_AN_ATTRIBUTE  # noqa: B018
+
     def test_lp_epochs_must_leave_fine_tuning_epochs(self):
         lp_ft = methods.LPFTOptions(lp_epochs=3)
         with self.assertRaisesRegex(ValueError, r"lp_epochs=3 and epochs=3 never fine-tunes"):

@@ -7,12 +7,13 @@ import numbers
 import re
 from typing import Any
 
+from ftp_jax.train import methods as _methods
 from ftp_jax.train._checks import check_choice
-from ftp_jax.train.methods import METHODS, options_type
+from ftp_jax.train.methods import options_type
 
 __all__ = [
     "BASE_OPTIMIZERS",
-    "METHODS",
+    "METHODS",  # noqa: F822 - module __getattr__: read from the registry at each access
     "MethodConfig",
     "TrainConfig",
     "apply_overrides",
@@ -21,6 +22,15 @@ __all__ = [
 ]
 
 BASE_OPTIMIZERS = ("sgd", "adamw")
+
+
+def __getattr__(name: str) -> Any:
+    """``METHODS``: the registered method names, as :data:`ftp_jax.train.methods.METHODS`."""
+    if name == "METHODS":
+        return _methods.METHODS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 SCHEDULES = ("constant", "cosine", "cosine_per_epoch")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")  # ftp_jax.models.COMPUTE_DTYPES
 

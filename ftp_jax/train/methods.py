@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from ftp_jax.train.config import TrainConfig
 
 __all__ = [
-    "METHODS",
+    "METHODS",  # noqa: F822 - module __getattr__: read from the registry at each access
     "REGISTRY",
     "Entry",
     "FTPOptions",
@@ -363,7 +363,14 @@ REGISTRY: dict[str, Entry] = {
     "spd": Entry(SPDOptions, _spd),
     "lp_ft": Entry(LPFTOptions, _lp_ft),
 }
-METHODS = tuple(REGISTRY)
+
+
+def __getattr__(name: str) -> Any:
+    """``METHODS``: the registered names as a tuple, read from :data:`REGISTRY` at each
+    access, so that a method registered after import is listed too."""
+    if name == "METHODS":
+        return tuple(REGISTRY)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def options_type(name: str) -> type:

@@ -214,12 +214,13 @@ def test_every_command_and_flag_the_readme_shows_exists():
     for program, flags in commands:
         for flag in flags:
             assert re.search(rf"{flag}\b", helps[program]), f"{program} has no {flag}"
-    # A flag named in the prose belongs to one of the programs (or to `tfds build`, or to
-    # pytest with pytest-xdist: README command 2).
+    # A flag named in the prose belongs to one of the programs (or to `tfds build`, to
+    # pytest with pytest-xdist: README command 2, or to XLA, as tests/conftest.py sets it).
     pytest_help = subprocess.run(
         [sys.executable, "-m", "pytest", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    known = "\n".join(helps.values()) + "\n--file_format\n" + pytest_help
+    xla_flags = re.findall(r'"(--xla_\w+)', (ROOT / "tests" / "conftest.py").read_text())
+    known = "\n".join([*helps.values(), "--file_format", pytest_help, *xla_flags])
     for flag in set(re.findall(r"(?<![\w-])--[a-z][\w-]*", README)):
         assert re.search(rf"{flag}\b", known), f"no program has the README's {flag}"
 

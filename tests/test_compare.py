@@ -49,6 +49,21 @@ def test_a_shifted_row_is_beyond_the_noise_and_bold(results, tmp_path):
     assert json.loads((tmp_path / "compare.json").read_text()) == json.loads(json.dumps(records))
 
 
+def test_results_with_the_former_setting_names_compare_as_the_same_settings(results):
+    """Results written before the per-method options name the tuned settings
+    l2sp_alpha, pgm_radius and spd_strength: the same settings, under today's names."""
+    former = copy.deepcopy(results)
+    renamed = {"alpha": "l2sp_alpha", "radius": "pgm_radius", "strength": "spd_strength"}
+    for run in former["runs"]:
+        if "setting" in run and not run["label"].startswith("WiSE-FT"):
+            run["setting"] = {renamed.get(k, k): v for k, v in run["setting"].items()}
+    assert any("spd_strength" in run.get("setting", {}) for run in former["runs"])
+    records = compare(results, former)
+    assert records == compare(results, results)
+    spd = next(r for r in records if r["label"] == "SPD (SGD)" and r["regime"] == 100)
+    assert spd["other"]["setting"] == spd["reference"]["setting"] == {"strength": 1.0}
+
+
 def test_unrelated_results_are_refused(results):
     other = copy.deepcopy(results)
     for run in other["runs"]:

@@ -21,11 +21,21 @@ from ftp_jax.experiment.report import NOISE_FACTOR, _difference, summarize
 __all__ = ["compare", "compare_markdown", "main"]
 
 KEYS = ("ID", "OOD avg")
+# Tuned settings as results.json files named them before each method had its own
+# options dataclass (the settings are the same: only the names changed).
+FORMER_SETTING_NAMES = {"l2sp_alpha": "alpha", "pgm_radius": "radius", "spd_strength": "strength"}
+
+
+def _current_names(setting: dict[str, Any]) -> dict[str, Any]:
+    return {FORMER_SETTING_NAMES.get(name, name): value for name, value in setting.items()}
 
 
 def compare(reference: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any]]:
     """One record per (regime, label) in both results: each one's ID and OOD-average
     stats (fractions) and ``other - reference`` with its standard error.
+
+    Tuned settings are compared by their current names (results written before the
+    per-method options say ``l2sp_alpha``, ``pgm_radius``, ``spd_strength``).
 
     Raises:
       ValueError: the two results share no row (not runs of one experiment).
@@ -40,8 +50,14 @@ def compare(reference: dict[str, Any], other: dict[str, Any]) -> list[dict[str, 
             {
                 "regime": row["regime"],
                 "label": row["label"],
-                "reference": {"setting": base["setting"], **{key: base[key] for key in KEYS}},
-                "other": {"setting": row["setting"], **{key: row[key] for key in KEYS}},
+                "reference": {
+                    "setting": _current_names(base["setting"]),
+                    **{key: base[key] for key in KEYS},
+                },
+                "other": {
+                    "setting": _current_names(row["setting"]),
+                    **{key: row[key] for key in KEYS},
+                },
                 "difference": {key: _noise_test(row, base, key) for key in KEYS},
             }
         )

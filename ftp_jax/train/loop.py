@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -314,7 +315,8 @@ class _Run:
         pending = []  # this epoch's step metrics, still on the device
         started = time.perf_counter()
         batches = self.train.batches(seed, epoch, progress.batch)
-        for placed in _placed_ahead(batches, self._place):
+        place = functools.partial(self.placement.batch, host_rows=self.host_rows)
+        for placed in _placed_ahead(batches, place):
             if placed["label"].shape[0] != config.batch_size:
                 raise ValueError(
                     f"the global training batch has {placed['label'].shape[0]} rows, not "
@@ -350,13 +352,6 @@ class _Run:
                 return False
         _add_metrics(progress.epoch_sums, pending)
         return True
-
-    def _place(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        """A training batch on the device(s), with the run's sharding (copies start now)."""
-        placed = self.placement.batch(batch, host_rows=self.host_rows)
-        if self.placement.mesh is None:  # one device: the state's (a mesh's batch is placed)
-            placed = jax.device_put(placed, jax.devices()[0])
-        return placed
 
     def end_epoch(self) -> None:
         """Validation, best-epoch selection, the epoch's record and a checkpoint."""

@@ -79,15 +79,16 @@ class Placement:
         return placed
 
     def batch(self, batch: dict[str, np.ndarray], *, host_rows: bool = False) -> dict:
-        """Splits a batch over the "data" axis.
+        """Splits a batch over the "data" axis (the copies start now, asynchronously).
 
+        Without a mesh, the batch goes to the one device the state is committed to.
         On several hosts, ``host_rows=True`` means ``batch`` holds only this host's
         rows of the global batch (a training source sharded by host, see
         :class:`SourceTrainData`); otherwise every host holds the whole global
         batch (evaluation, held-out data) and places the rows of its own devices.
         """
         if self.mesh is None:
-            return batch
+            return jax.device_put(batch, jax.devices()[0])
         if jax.process_count() == 1:
             return jax.device_put(batch, self._split)
         if host_rows:

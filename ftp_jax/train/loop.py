@@ -46,11 +46,10 @@ from ftp_jax.train.placement import Placement, is_primary_host
 from ftp_jax.train.preemption import Interrupt
 from ftp_jax.train.steps import (
     TrainState,
-    cross_entropy,
     initial_train_state,
     make_eval_step,
+    make_heldout_loss,
     make_train_step,
-    normalize_images,
     split_model,
 )
 
@@ -229,15 +228,9 @@ class _Run:
 
     def setup(self, mesh, shard_params: bool, row_axes: Any) -> None:
         """Builds the method and the initial state; a finished run's stored result if any."""
-        config, graphdef, normalization = self.config, self.graphdef, self.normalization
+        config = self.config
         self.placement = Placement(mesh, config.batch_size, config.eval_batch_size, shard_params)
-
-        def heldout_loss(params, batch, *, model_state, **unused):
-            model = nnx.merge(graphdef, params, model_state)
-            model.eval()
-            images = normalize_images(batch["image"], normalization)
-            return cross_entropy(model(images), batch["label"])
-
+        heldout_loss = make_heldout_loss(self.graphdef, normalization=self.normalization)
         steps_per_epoch = self.train.steps_per_epoch
         self.method = build_method(
             config, self.params, steps_per_epoch, heldout_loss, row_axes=row_axes

@@ -5,8 +5,9 @@ values and the rest of its state (batch statistics, RNG state), all as pure
 dicts; the steps merge them back, run the model, and split again. They are
 jittable functions of arrays only:
 
-``train_step(state, batch, heldout=None) -> (state, metrics)`` and
-``eval_step(params, model_state, batch, classes=None) -> metrics``.
+``train_step(state, batch, heldout=None) -> (state, metrics)``,
+``eval_step(params, model_state, batch, classes=None) -> metrics`` and TPGM's
+``heldout_loss(params, batch, *, model_state) -> loss``.
 
 Batches of ``uint8`` images (a quarter of the bytes of float32 over the
 host-to-device link) are scaled and normalized inside the step
@@ -29,6 +30,7 @@ __all__ = [
     "split_model",
     "make_train_step",
     "make_eval_step",
+    "make_heldout_loss",
     "cross_entropy",
     "normalize_images",
 ]
@@ -223,3 +225,20 @@ def make_eval_step(graphdef: nnx.GraphDef, *, normalization: Normalization | Non
         }
 
     return eval_step
+
+
+def make_heldout_loss(graphdef: nnx.GraphDef, *, normalization: Normalization | None = None):
+    """TPGM's held-out loss: the forward pass in eval mode, its mean cross-entropy.
+
+    ``heldout_loss(params, batch, *, model_state) -> loss``: the batch statistics
+    (``model_state``) come through the transform's extra arguments
+    (:func:`ftp_jax.tpgm`), so that the radii are fitted to the model as the
+    evaluation runs it. ``normalization``: as for :func:`make_train_step`.
+    """
+
+    def heldout_loss(params, batch, *, model_state, **unused):
+        images = normalize_images(batch["image"], normalization)
+        logits, _ = _forward(graphdef, params, model_state, images, train=False)
+        return cross_entropy(logits, batch["label"])
+
+    return heldout_loss

@@ -22,6 +22,8 @@ __all__ = [
 ]
 
 BASE_OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "cosine", "cosine_per_epoch")
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")  # ftp_jax.models.COMPUTE_DTYPES
 
 
 def __getattr__(name: str) -> Any:
@@ -29,10 +31,6 @@ def __getattr__(name: str) -> Any:
     if name == "METHODS":
         return _methods.METHODS
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-SCHEDULES = ("constant", "cosine", "cosine_per_epoch")
-COMPUTE_DTYPES = ("float32", "bfloat16", "float16")  # ftp_jax.models.COMPUTE_DTYPES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
-import os
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +59,6 @@ ROWS = {
 
 class ReferenceError(Exception):
     """The reference file cannot be used; the message says why."""
-
-
-def default_threads() -> int:
-    """The CPUs this process may run on: what XLA's CPU backend uses for its threads."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def load(path: Path) -> tuple[Any, Any]:

@@ -155,8 +155,10 @@ def main(argv: list[str] | None = None) -> dict:
             parser.error("--reference with --device gpu needs a CUDA build of torch")
         torch_default_threads = torch.get_num_threads()
         threads = args.torch_threads
-        if threads is None:
-            threads = _reference.default_threads()
+        if threads is None:  # the CPUs this process may run on, as XLA's CPU backend uses
+            from ftp_jax.data import available_cores
+
+            threads = available_cores()
         if threads < 1:
             parser.error(f"--torch-threads must be positive, got {threads}")
         torch.set_num_threads(threads)

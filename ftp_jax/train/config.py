@@ -7,6 +7,7 @@ import numbers
 import re
 from typing import Any
 
+from ftp_jax.models.precision import COMPUTE_DTYPES
 from ftp_jax.train import methods as _methods
 from ftp_jax.train._checks import check_choice
 from ftp_jax.train.methods import options_type
@@ -23,7 +24,6 @@ __all__ = [
 
 BASE_OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "cosine_per_epoch")
-COMPUTE_DTYPES = ("float32", "bfloat16", "float16")  # ftp_jax.models.COMPUTE_DTYPES
 
 
 def __getattr__(name: str) -> Any:

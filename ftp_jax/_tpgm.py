@@ -19,6 +19,7 @@ from ftp_jax._skeleton import (
     MaskOrFn,
     anchor_tree,
     check_base_optimizer,
+    check_nonnegative,
     check_norm,
     constrained_tree,
     flat_anchor,
@@ -274,6 +275,12 @@ def _apply(params, anchor, radii: _Radii, plans, norm):
     return projected, radii._replace(radius=radius, initialized=jnp.ones((), bool))
 
 
+def _check_radius_learning_rate(value: Any, method: str) -> None:
+    """A schedule, or a finite number >= 0 (0: the radii stay at their initial values)."""
+    if not callable(value):
+        check_nonnegative("radius_learning_rate", value, method)
+
+
 def tpgm(
     base_optimizer: optax.GradientTransformation,
     heldout_loss: LossFn,
@@ -389,6 +396,7 @@ def tpgm(
       Fine-tuning", CVPR 2023, arXiv:2303.10720.
     """
     check_norm(norm)
+    _check_radius_learning_rate(radius_learning_rate, "tpgm")
     base_optimizer = check_base_optimizer(base_optimizer, "tpgm")
     if not callable(heldout_loss):
         raise TypeError(
@@ -521,6 +529,7 @@ def tpgm_post_hoc(
       excluded leaves), before the clip of the next use, as the reference reports.
     """
     check_norm(norm)
+    _check_radius_learning_rate(radius_learning_rate, "tpgm_post_hoc")
     plans = leaf_plans(params, mask, row_axes, method="TPGM")
     radius_optimizer = optax.adam(radius_learning_rate, **RADIUS_ADAM)
     if state is None:

@@ -8,6 +8,14 @@ says that the loop must pass held-out batches every ``proj_freq`` steps, and
 what to run after training); the training loop knows no method by name.
 Adding a method: write its transform in ``ftp_jax/_<method>.py``, and here its
 options dataclass and one builder, registered in ``REGISTRY``.
+
+One rule in one place: an options dataclass does not repeat its transform's
+argument checks. Constructing one runs :func:`check_options`, which builds the
+method's transform (through its builder, as a run does) around
+``optax.identity()`` and initializes it on a tiny tree: a value the transform
+refuses is refused there, at config time, with the transform's own message.
+The dataclasses check only what is theirs (settings of the run, not arguments
+of the transform: TPGM's ``proj_freq``, LP-FT's ``lp_epochs``).
 """
 
 from __future__ import annotations
@@ -15,14 +23,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import ftp_jax
-from ftp_jax.train._checks import check_choice, check_int, check_nonnegative, check_radius
+from ftp_jax.train._checks import check_choice, check_int
 
 if TYPE_CHECKING:
     from ftp_jax.train.config import TrainConfig
@@ -40,12 +51,12 @@ __all__ = [
     "SPDOptions",
     "TPGMOptions",
     "build_method",
+    "check_options",
     "learning_rate_schedule",
     "options_type",
 ]
 
 PyTree = Any
-NORMS = ("mars", "l2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,10 +66,10 @@ class NoOptions:
 
 @dataclasses.dataclass(frozen=True)
 class FTPOptions:
-    """FTP's settings (:func:`ftp_jax.ftp`).
+    """FTP's settings (:func:`ftp_jax.ftp`, which checks them).
 
     Attributes:
-      k: the gradient annealing factor.
+      k: the gradient annealing factor, in [0, 1].
       norm: ``mars`` (per row, max-abs sum) or ``l2``.
     """
 
@@ -66,13 +77,13 @@ class FTPOptions:
     norm: str = "mars"
 
     def __post_init__(self):
-        check_nonnegative("method.options.k", self.k)
-        check_choice("method.options.norm", self.norm, NORMS)
+        check_options(self)
 
 
 @dataclasses.dataclass(frozen=True)
 class TPGMOptions:
-    """TPGM's settings (:func:`ftp_jax.tpgm`, :func:`ftp_jax.tpgm_post_hoc`).
+    """TPGM's settings (:func:`ftp_jax.tpgm`, :func:`ftp_jax.tpgm_post_hoc`, which check
+    ``norm``, ``max_iters`` and ``radius_learning_rate``).
 
     Attributes:
       norm: ``mars`` or ``l2``.
@@ -91,22 +102,21 @@ class TPGMOptions:
     post_hoc_iters: int = 0
 
     def __post_init__(self):
-        check_choice("method.options.norm", self.norm, NORMS)
+        # The loop's settings (not arguments of the transform): checked here.
         check_int("method.options.proj_freq", self.proj_freq, 0)
-        check_int("method.options.max_iters", self.max_iters, 1)
         check_int("method.options.post_hoc_iters", self.post_hoc_iters, 0)
-        check_nonnegative("method.options.radius_learning_rate", self.radius_learning_rate)
         if self.proj_freq == 0 and self.post_hoc_iters == 0:
             raise ValueError(
                 "method 'tpgm' with proj_freq=0 and post_hoc_iters=0 never projects; set "
                 "method.options.proj_freq >= 1 (during training) or "
                 "method.options.post_hoc_iters >= 1 (at the end)."
             )
+        check_options(self)
 
 
 @dataclasses.dataclass(frozen=True)
 class L2SPOptions:
-    """L2-SP's settings (:func:`ftp_jax.l2sp`, :func:`ftp_jax.l2sp_decoupled`).
+    """L2-SP's settings (:func:`ftp_jax.l2sp`, :func:`ftp_jax.l2sp_decoupled`, which check them).
 
     Attributes:
       alpha: the pull toward the pre-trained weights.
@@ -120,8 +130,11 @@ class L2SPOptions:
     decoupled: bool = False
 
     def __post_init__(self):
-        check_nonnegative("method.options.alpha", self.alpha)
-        check_nonnegative("method.options.beta", self.beta)
+        if not isinstance(self.decoupled, (bool, np.bool_)):
+            raise ValueError(
+                f"method.options.decoupled must be True or False, got {self.decoupled!r}."
+            )
+        check_options(self)
 
     def check_method(self, method) -> None:
         """L2-SP replaces weight decay: the base optimizer's must be 0."""
@@ -134,7 +147,7 @@ class L2SPOptions:
 
 @dataclasses.dataclass(frozen=True)
 class MarsPGMOptions:
-    """MARS-PGM's settings (:func:`ftp_jax.mars_pgm`).
+    """MARS-PGM's settings (:func:`ftp_jax.mars_pgm`, which checks them).
 
     Attributes:
       radius: the fixed radius (in ``norm`` units): one number for every
@@ -147,13 +160,12 @@ class MarsPGMOptions:
     norm: str = "mars"
 
     def __post_init__(self):
-        check_radius("method.options.radius", self.radius)
-        check_choice("method.options.norm", self.norm, NORMS)
+        check_options(self)
 
 
 @dataclasses.dataclass(frozen=True)
 class SPDOptions:
-    """SPD's settings (:func:`ftp_jax.spd`).
+    """SPD's settings (:func:`ftp_jax.spd`, which checks them).
 
     Attributes:
       strength: SPD's lambda (the reference's ``weight_decay``).
@@ -162,7 +174,7 @@ class SPDOptions:
     strength: float = 1.0
 
     def __post_init__(self):
-        check_nonnegative("method.options.strength", self.strength)
+        check_options(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,12 +189,14 @@ class LPFTOptions:
     lp_epochs: int = 10
 
     def __post_init__(self):
+        # Epochs are the run's unit (the transform counts steps): checked here.
         check_int("method.options.lp_epochs", self.lp_epochs, 0)
         if self.lp_epochs < 1:
             raise ValueError(
                 f"method 'lp_ft' needs options.lp_epochs >= 1 (linear-probe epochs before full "
                 f"fine-tuning), got {self.lp_epochs}; lp_epochs=0 is method 'vanilla'."
             )
+        check_options(self)
 
     def check_run(self, config) -> None:
         """The probe must leave epochs for full fine-tuning."""
@@ -217,15 +231,19 @@ class Method(NamedTuple):
 class _Context(NamedTuple):
     """What every builder may use."""
 
-    config: TrainConfig
+    options: Any  # the method's options dataclass
+    head_pattern: str  # regex over parameter paths of the new head
     params: PyTree
     steps_per_epoch: int
     schedule: optax.Schedule
     base: optax.GradientTransformation  # the base optimizer on the run's schedule
+    # The base optimizer on another schedule (LP-FT's backbone continues the run's).
+    base_on: Callable[[optax.Schedule], optax.GradientTransformation]
     mask: Any  # path rules: False at the new head (L2-SP, SPD, LP-FT)
     projection_mask: Any  # `mask`, or None when the projection methods take the head too
     row_axes: Any
     heldout_loss: Callable[..., Any] | None
+    probe: bool = False  # building for check_options (a tiny tree, no run)
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
@@ -265,13 +283,13 @@ def _vanilla(c: _Context) -> Method:
 
 def _linear_probe(c: _Context) -> Method:
     labels = ftp_jax.path_rules(
-        [(c.config.method.head_pattern, "head"), (r".*", "frozen")], name="method.head_pattern"
+        [(c.head_pattern, "head"), (r".*", "frozen")], name="method.head_pattern"
     )
     return Method(optax.multi_transform({"head": c.base, "frozen": optax.set_to_zero()}, labels))
 
 
 def _ftp(c: _Context) -> Method:
-    options = c.config.method.options
+    options = c.options
     return Method(
         ftp_jax.ftp(
             c.base, k=options.k, mask=c.projection_mask, row_axes=c.row_axes, norm=options.norm
@@ -280,7 +298,7 @@ def _ftp(c: _Context) -> Method:
 
 
 def _tpgm(c: _Context) -> Method:
-    options = c.config.method.options
+    options = c.options
     if c.heldout_loss is None:
         raise ValueError("method 'tpgm' needs held-out data: pass `heldout_loss`.")
     settings = dict(
@@ -289,14 +307,13 @@ def _tpgm(c: _Context) -> Method:
         norm=options.norm,
         radius_learning_rate=options.radius_learning_rate,
     )
-    tx = c.base
-    if options.proj_freq:
-        tx = ftp_jax.tpgm(c.base, c.heldout_loss, max_iters=options.max_iters, **settings)
+    # Built even for post-hoc only (proj_freq=0): tpgm() checks every option.
+    projecting = ftp_jax.tpgm(c.base, c.heldout_loss, max_iters=options.max_iters, **settings)
     post_hoc = None
     if options.post_hoc_iters:
         post_hoc = functools.partial(ftp_jax.tpgm_post_hoc, c.heldout_loss, **settings)
     return Method(
-        tx,
+        projecting if options.proj_freq else c.base,
         heldout_every=options.proj_freq,
         heldout_iters=options.max_iters if options.proj_freq else 0,
         post_hoc_iters=options.post_hoc_iters,
@@ -305,7 +322,7 @@ def _tpgm(c: _Context) -> Method:
 
 
 def _l2sp(c: _Context) -> Method:
-    options = c.config.method.options
+    options = c.options
     alpha, beta = options.alpha, options.beta
     if options.decoupled:
         return Method(ftp_jax.l2sp_decoupled(c.base, c.schedule, alpha, beta, mask=c.mask))
@@ -313,14 +330,29 @@ def _l2sp(c: _Context) -> Method:
 
 
 def _mars_pgm(c: _Context) -> Method:
-    options = c.config.method.options
+    options = c.options
     radius = options.radius
-    if not isinstance(radius, (int, float)):
-        rules = [(pattern, value) for pattern, value in radius]
-        radius = ftp_jax.path_rules(
-            [(c.config.method.head_pattern, None), *rules], name="method.options.radius"
+    name = "method.options.radius"
+    if isinstance(radius, (str, bytes)) or not isinstance(radius, (numbers.Real, tuple, list)):
+        raise ValueError(
+            f"{name} must be a number >= 0 or rules ((regex, radius), ...), e.g. "
+            f"((r'conv.*', 1.0), (r'.*', 0.5)); got {radius!r}."
         )
-        radius(c.params)  # fails loudly now if a rule matches nothing or misses a leaf
+    if isinstance(radius, (tuple, list)):
+        if not radius:
+            raise ValueError(f"{name}: rules ((regex, radius), ...) must not be empty.")
+        ftp_jax.path_rules(radius, name=name)  # each rule a (regex, value) pair, the regex valid
+        rules = ftp_jax.path_rules([(c.head_pattern, None), *radius], name=name)
+        for pattern, value in radius:  # each rule's radius through mars_pgm's own check
+            try:
+                ftp_jax.mars_pgm(c.base, value, norm=options.norm)
+            except ValueError as error:
+                raise ValueError(f"{name}, the rule for {pattern!r}: {error}") from None
+        if c.probe:  # the rules' paths are the model's: checked when the run builds it
+            radius = 0.0
+        else:
+            radius = rules
+            radius(c.params)  # fails loudly now if a rule matches nothing or misses a leaf
     return Method(
         ftp_jax.mars_pgm(
             c.base, radius, mask=c.projection_mask, row_axes=c.row_axes, norm=options.norm
@@ -329,19 +361,14 @@ def _mars_pgm(c: _Context) -> Method:
 
 
 def _spd(c: _Context) -> Method:
-    return Method(ftp_jax.spd(c.base, c.config.method.options.strength, mask=c.mask))
+    return Method(ftp_jax.spd(c.base, c.options.strength, mask=c.mask))
 
 
 def _lp_ft(c: _Context) -> Method:
-    switch_step = c.config.method.options.lp_epochs * c.steps_per_epoch
+    switch_step = c.options.lp_epochs * c.steps_per_epoch
     shifted = lambda count: c.schedule(count + switch_step)  # noqa: E731
     return Method(
-        ftp_jax.lp_ft(
-            c.base,
-            switch_step,
-            mask=c.mask,
-            backbone_optimizer=_base_optimizer(c.config, shifted),
-        )
+        ftp_jax.lp_ft(c.base, switch_step, mask=c.mask, backbone_optimizer=c.base_on(shifted))
     )
 
 
@@ -379,6 +406,79 @@ def options_type(name: str) -> type:
     return REGISTRY[name].options
 
 
+# check_options' tiny tree: a backbone and a head leaf of each rank a row rule meets.
+_PROBE_HEAD = r"head/.*"
+
+
+def _probe_params() -> PyTree:
+    leaf = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
+    return {
+        "backbone": {"kernel": leaf(3, 2), "bias": leaf(2)},
+        "head": {"kernel": leaf(2, 2), "bias": leaf(2)},
+    }
+
+
+def _probe_loss(params, batch, **kwargs):
+    del batch, kwargs
+    return sum(jnp.sum(leaf) for leaf in jax.tree_util.tree_leaves(params))
+
+
+@functools.lru_cache(maxsize=512)
+def _probe(options: Any) -> None:
+    entry = next(e for e in REGISTRY.values() if type(options) is e.options)
+    params = _probe_params()
+    mask = ftp_jax.path_rules([(_PROBE_HEAD, False), (r".*", True)], name="mask")
+    schedule = optax.constant_schedule(1e-2)
+    context = _Context(
+        options=options,
+        head_pattern=_PROBE_HEAD,
+        params=params,
+        steps_per_epoch=1,
+        schedule=schedule,
+        base=optax.identity(),
+        base_on=lambda schedule: optax.identity(),
+        mask=mask,
+        projection_mask=mask,
+        row_axes=None,
+        heldout_loss=_probe_loss,
+        probe=True,
+    )
+    # Traced, not run: no device is touched (a multi-host run initializes JAX after this).
+    jax.eval_shape(entry.build(context).tx.init, params)
+
+
+def check_options(options: Any) -> None:
+    """Checks a method's options by its transform's own checks, in milliseconds.
+
+    Builds the method's transform from ``options`` through its registered
+    builder (as :func:`build_method` does for a run) around ``optax.identity()``,
+    and initializes it on a tiny tree (abstractly, ``jax.eval_shape``: no device
+    is touched, so a multi-host run may call ``jax.distributed.initialize()``
+    after its config is checked): whatever the transform refuses
+    (``ftp(k=2)``, ``mars_pgm(radius=-1)``, ``tpgm(max_iters=0)``, ...) is refused
+    here, with the transform's message. The options dataclasses call it from
+    ``__post_init__``, so that a run config holds only options its transform
+    accepts. A result is cached per (hashable) options value. Options whose
+    type is not registered are not checked.
+
+    Raises:
+      ValueError: the transform's message (a TypeError of the transform is
+        turned into a ValueError: a config value was refused).
+    """
+    if not any(type(options) is entry.options for entry in REGISTRY.values()):
+        return
+    try:
+        hash(options)
+    except TypeError:  # a list somewhere in it: no cache
+        probe = _probe.__wrapped__
+    else:
+        probe = _probe
+    try:
+        probe(options)
+    except TypeError as error:
+        raise ValueError(str(error)) from None
+
+
 def build_method(
     config: TrainConfig,
     params: PyTree,
@@ -410,11 +510,13 @@ def build_method(
     )
     mask(params)  # fails loudly now if the head pattern matches nothing
     context = _Context(
-        config=config,
+        options=method.options,
+        head_pattern=method.head_pattern,
         params=params,
         steps_per_epoch=steps_per_epoch,
         schedule=schedule,
         base=_base_optimizer(config, schedule),
+        base_on=functools.partial(_base_optimizer, config),
         mask=mask,
         projection_mask=mask if method.exclude_head else None,
         row_axes=row_axes,

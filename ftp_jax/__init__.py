@@ -3,7 +3,7 @@
 FTP (Fast Trainable Projection, NeurIPS 2023) and TPGM (Trainable Projected
 Gradient Method, CVPR 2023) as chainable Optax transforms that wrap a base
 optimizer, the peer methods under the same API, and the projection machinery
-they share. ``import ftp_jax`` needs only jax, optax, chex and numpy; the
+they share. ``import ftp_jax`` needs only jax, optax and numpy; the
 training loop, data, models, converters and experiments are subpackages with
 their own extras (``pip install "ftp_jax[train]"``).
 """

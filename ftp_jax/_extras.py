@@ -32,7 +32,7 @@ def require_extra(extra: str, package: str) -> None:
     """Raises an ImportError naming ``extra`` if one of its modules is not installed.
 
     Called at the top of the subpackages that need more than the core (jax, optax,
-    chex, numpy), so that ``import ftp_jax.train`` without the extra says what to
+    numpy), so that ``import ftp_jax.train`` without the extra says what to
     install instead of failing deep inside an import chain.
     """
     needed = EXTRAS["train"] + (EXTRAS["experiments"] if extra == "experiments" else ())
@@ -42,6 +42,5 @@ def require_extra(extra: str, package: str) -> None:
             f"{package} needs the '{extra}' extra of ftp_jax, which is not installed "
             f"(missing: {', '.join(missing)}). Install it with: pip install 'ftp_jax[{extra}]' "
             f"(from a clone: pip install -e '.[{extra}]'). The core, `import ftp_jax` (FTP, "
-            "TPGM and the peer methods as Optax transforms), needs only jax, optax, chex "
-            "and numpy."
+            "TPGM and the peer methods as Optax transforms), needs only jax, optax and numpy."
         )

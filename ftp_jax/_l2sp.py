@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -35,7 +34,7 @@ class L2SPState(NamedTuple):
 class L2SPDecoupledState(NamedTuple):
     """State of :func:`l2sp_decoupled`."""
 
-    count: chex.Array  # int32 []: steps taken; the learning-rate schedule's argument.
+    count: jax.Array  # int32 []: steps taken; the learning-rate schedule's argument.
     anchor: PyTree  # like params: w0 at constrained leaves, optax.MaskedNode at excluded ones.
     base_state: optax.OptState  # state of the wrapped base optimizer.
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numbers
 from typing import Any, NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -20,7 +19,7 @@ PyTree = Any
 class LPFTState(NamedTuple):
     """State of :func:`lp_ft`."""
 
-    count: chex.Array  # int32 []: steps taken; the backbone trains from count == switch_step.
+    count: jax.Array  # int32 []: steps taken; the backbone trains from count == switch_step.
     head_state: optax.OptState  # optax.masked state of the base optimizer over the head.
     backbone_state: optax.OptState  # optax.masked state of the backbone optimizer; held
     # unchanged (its initial value) until the switch.

@@ -7,7 +7,12 @@
 - Errors are one or two lines (what is wrong, the value, what to do) and an exit
   code that scripts can test (:data:`EXIT_CODES`); ``--debug`` shows the traceback
   instead (:func:`run`).
-- Ctrl-C saves a checkpoint, as SIGTERM does, and says how to resume.
+- Ctrl-C and SIGTERM end the run wherever they land (training saves a checkpoint
+  first) and say how to resume: exit 130 and 143.
+- A full disk is one line naming the directory and the space, exit 3; rerunning
+  after freeing space resumes.
+- One run per work directory: a second run started in it stops at once, exit 4,
+  naming the first (``ftp_jax.train.workdir_lock``).
 - ``--fresh`` moves an old work directory aside, never deletes it (:func:`move_aside`).
 
 This module imports nothing heavy: a command line answers ``--help`` and usage
@@ -38,6 +43,7 @@ __all__ = [
     "add_common_flags",
     "configure",
     "load_config",
+    "packaged_configs",
     "move_aside",
     "quiet",
     "run",
@@ -46,8 +52,8 @@ __all__ = [
 
 EXIT_ERROR = 1  # an unexpected error (a bug): rerun with --debug and report it
 EXIT_USAGE = 2  # a bad flag, config file or --set (argparse's code too)
-EXIT_INPUT = 3  # an input that is missing or unreadable: data, weights file
-EXIT_WORKDIR = 4  # the work directory holds another run's checkpoints
+EXIT_INPUT = 3  # an input that is missing or unreadable (data, weights file), or a full disk
+EXIT_WORKDIR = 4  # the work directory holds another run's checkpoints, or another run uses it
 EXIT_INTERRUPTED = 130  # Ctrl-C (after saving a checkpoint when training)
 EXIT_TERMINATED = 143  # SIGTERM (after saving a checkpoint)
 
@@ -55,8 +61,8 @@ EXIT_CODES = f"""exit codes:
   0    done (or --print-config)
   {EXIT_ERROR}    unexpected error (rerun with --debug for the traceback)
   {EXIT_USAGE}    bad command line, config file or --set
-  {EXIT_INPUT}    missing or unreadable input (data, weights)
-  {EXIT_WORKDIR}    the work directory holds another run (see --fresh)
+  {EXIT_INPUT}    missing or unreadable input (data, weights), or out of disk space
+  {EXIT_WORKDIR}    the work directory holds another run (see --fresh), or one runs in it now
   {EXIT_INTERRUPTED}  interrupted by Ctrl-C; {EXIT_TERMINATED}: by SIGTERM (run again to resume)"""
 
 
@@ -99,15 +105,25 @@ def load_config(path: str, expected: type, *, other_clis: dict[type, str] | None
     """Runs a config file's ``get_config()`` and checks that it returns an ``expected``.
 
     Args:
-      path: the ``--config`` file.
+      path: the ``--config`` file, or the name of a config that ships with the
+        package (``digits``, ``domainnet_ftp_sgd``: ``ftp_jax/configs/<name>.py``,
+        which is ``experiments/configs/<name>.py`` in a checkout).
       expected: the config class this command line runs.
       other_clis: ``{config class: command}`` of the other command lines, to say
         where a config of another kind belongs.
 
     Raises:
-      UsageError: no such file, the file fails, has no ``get_config()``, or returns
-        another kind of config.
+      UsageError: no such file or config name, the file fails, has no
+        ``get_config()``, or returns another kind of config.
     """
+    if not os.path.isfile(path) and _is_config_name(path):
+        names = packaged_configs()
+        if path not in names:
+            raise UsageError(
+                f"--config {path}: no such file, and no config of that name ships with "
+                f"ftp_jax (they are: {', '.join(sorted(names))}); give a file's path."
+            )
+        path = names[path]
     if not os.path.isfile(path):
         hint = " (it is a directory)" if os.path.isdir(path) else ""
         raise UsageError(f"--config {path}: no such file{hint}.")
@@ -138,6 +154,20 @@ def load_config(path: str, expected: type, *, other_clis: dict[type, str] | None
         f"--config {path}: get_config() returned {_a(type(config).__name__)}, not the "
         f"{expected.__name__} this command runs."
     )
+
+
+def _is_config_name(text: str) -> bool:
+    return bool(text) and "/" not in text and os.sep not in text and not text.endswith(".py")
+
+
+def packaged_configs() -> dict[str, str]:
+    """``{name: file}`` of the config files that ship with the package (``ftp_jax/configs``)."""
+    folder = Path(__file__).resolve().parent / "configs"
+    return {
+        file.stem: str(file)
+        for file in sorted(folder.glob("*.py"))
+        if not file.stem.startswith("_")
+    }
 
 
 def _a(name: str) -> str:
@@ -180,8 +210,17 @@ def move_aside(workdir: str | os.PathLike) -> Path | None:
 
 
 def start_fresh(workdir: str | os.PathLike) -> None:
-    """``--fresh``: moves ``workdir`` aside (see :func:`move_aside`) and says where to."""
-    moved = move_aside(workdir)
+    """``--fresh``: moves ``workdir`` aside (see :func:`move_aside`) and says where to.
+
+    Raises:
+      WorkdirBusyError: a run is using ``workdir`` now (its directory is not moved).
+    """
+    moved = None
+    if Path(workdir).is_dir():
+        from ftp_jax.train.workdir_lock import workdir_lock
+
+        with workdir_lock(workdir):  # never from under a live run
+            moved = move_aside(workdir)
     if moved is None:
         print(f"--fresh: {workdir} does not exist yet; starting a new run there.")
     else:
@@ -216,7 +255,7 @@ def _exit_code(error: BaseException) -> int:
     names = {cls.__name__ for cls in type(error).__mro__}
     if isinstance(error, UsageError):
         return EXIT_USAGE
-    if "CheckpointMismatchError" in names:
+    if names & {"CheckpointMismatchError", "WorkdirBusyError"}:
         return EXIT_WORKDIR
     # OSError: a missing, unreadable or damaged file; ImportError: a missing optional package.
     if isinstance(error, (InputError, OSError, ImportError)) or names & {
@@ -251,13 +290,36 @@ def _swallows_exceptions(frame) -> bool:
     return False
 
 
-def _on_ctrl_c(signum, frame) -> None:
+def _on_signal(signum, frame) -> None:
+    """Ctrl-C: ``KeyboardInterrupt``; SIGTERM: ``SystemExit(143)``, wherever they land.
+
+    (The training loop replaces this handler while it trains, to save a checkpoint
+    first: :class:`ftp_jax.train.preemption.Interrupt`.)
+    """
+    import signal
+
     if _swallows_exceptions(frame):  # deliver it again in a moment, where it can stop the run
         import threading
 
         threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
         return
+    if signum == signal.SIGTERM:
+        raise SystemExit(EXIT_TERMINATED)
     raise KeyboardInterrupt
+
+
+def _jax_owns_sigterm() -> bool:
+    """Whether JAX's preemption service has SIGTERM (several hosts): it must keep it."""
+    distributed = sys.modules.get("jax._src.distributed")
+    state = getattr(distributed, "global_state", None)
+    return state is not None and state.client is not None and state.preemption_sync_manager is not None
+
+
+def _out_of_space(error: BaseException, workdir: str | None):
+    """``error`` as an ``OutOfSpaceError`` naming a directory, if a disk was full."""
+    from ftp_jax._diskspace import as_out_of_space  # the standard library only
+
+    return as_out_of_space(error, workdir)
 
 
 def run(body: Callable[[], int | None], *, debug: bool, workdir: str | None = None) -> int:
@@ -266,7 +328,9 @@ def run(body: Callable[[], int | None], *, debug: bool, workdir: str | None = No
     Expected errors print ``error: <message>`` (and a hint) on stderr; an
     unexpected one prints its type and message and suggests ``--debug``. With
     ``debug``, every error is raised with its traceback. Ctrl-C (after the
-    training loop has saved a checkpoint) and SIGTERM say how to resume.
+    training loop has saved a checkpoint) and SIGTERM say how to resume, wherever
+    they land (data preparation, between runs, evaluation). A full disk is one
+    line naming the directory and the space (exit 3).
 
     Returns:
       The exit code (0 when ``body`` returns ``None``).
@@ -276,10 +340,13 @@ def run(body: Callable[[], int | None], *, debug: bool, workdir: str | None = No
     resume = "run the same command again to resume"
     if workdir:
         resume += f" (what is finished or checkpointed in {workdir} is kept)"
-    try:
-        previous = signal.signal(signal.SIGINT, _on_ctrl_c)
-    except ValueError:  # not the main thread
-        previous = None
+    previous = {}
+    signums = [signal.SIGINT] + ([] if _jax_owns_sigterm() else [signal.SIGTERM])
+    for signum in signums:
+        try:
+            previous[signum] = signal.signal(signum, _on_signal)
+        except ValueError:  # not the main thread
+            pass
     try:
         code = body()
         return 0 if code is None else int(code)
@@ -291,12 +358,16 @@ def run(body: Callable[[], int | None], *, debug: bool, workdir: str | None = No
         return EXIT_INTERRUPTED
     except SystemExit as exit_:
         if exit_.code == EXIT_TERMINATED and not debug:
-            _error(f"stopped by SIGTERM after saving a checkpoint; {resume}.")
+            _error(f"stopped by SIGTERM; {resume}.")
             return EXIT_TERMINATED
         raise
     except Exception as error:  # noqa: BLE001 - every error ends as a message and a code
         if debug:
             raise
+        space = _out_of_space(error, workdir)
+        if space is not None:  # one line, whatever wrote (orbax, TFDS, the report)
+            _error(str(space))
+            return EXIT_INPUT
         code = _exit_code(error)
         message = _message(error)
         if code == EXIT_ERROR and isinstance(error, ValueError):  # a value the code refused
@@ -306,6 +377,8 @@ def run(body: Callable[[], int | None], *, debug: bool, workdir: str | None = No
                 f"{type(error).__name__}: {message}",
                 "This looks like a bug: rerun with --debug for the traceback, and report it.",
             )
+        elif code == EXIT_WORKDIR and "WorkdirBusyError" in {c.__name__ for c in type(error).__mro__}:
+            _error(message)  # it says what to do; --fresh would not help
         elif code == EXIT_WORKDIR:
             where = f" {workdir}" if workdir else ""
             _error(
@@ -317,5 +390,5 @@ def run(body: Callable[[], int | None], *, debug: bool, workdir: str | None = No
             _error(message)
         return code
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,4 +1,4 @@
-"""The light core: ``import ftp_jax`` and its transforms need only jax, optax, chex, numpy."""
+"""The light core: ``import ftp_jax`` and its transforms need only jax, optax and numpy."""
 
 from __future__ import annotations
 
@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ("tensorflow_datasets", "tensorflow", "grain", "orbax", "matplotlib", "sklearn", "flax")
+# chex too: the core annotates with jax.Array (chex is the tests' dependency, not the core's).
+HEAVY = (
+    "tensorflow_datasets",
+    "tensorflow",
+    "grain",
+    "orbax",
+    "matplotlib",
+    "sklearn",
+    "flax",
+    "chex",
+)
 
 SCRIPT = """
 import json, sys

@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--config",
-        help="a config file whose get_config() returns an ExperimentConfig (default: the "
+        help="a config file whose get_config() returns an ExperimentConfig, or the name of "
+        "one that ships with ftp_jax (digits: experiments/configs/digits.py; default: the "
         "renditions experiment, experiments/configs/renditions.py)",
     )
     parser.add_argument(

@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         required=True,
         help="a recipe config file whose get_config() returns a RecipeConfig "
-        "(experiments/configs/domainnet_*.py, imagenet_*.py)",
+        "(experiments/configs/domainnet_*.py, imagenet_*.py), or the name of one that ships "
+        "with ftp_jax (domainnet_ftp_sgd, imagenet_vit_tpgm_posthoc, ...)",
     )
     parser.add_argument("--data_dir", help="where the TFDS datasets are prepared (required)")
     parser.add_argument(

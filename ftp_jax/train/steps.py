@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -43,12 +42,12 @@ Normalization = tuple[tuple[float, ...], tuple[float, ...]]
 class TrainState(NamedTuple):
     """Everything a fine-tuning run needs to continue; saved in checkpoints."""
 
-    step: chex.Array  # int32 []: optimizer steps taken.
+    step: jax.Array  # int32 []: optimizer steps taken.
     params: PyTree  # the model's nnx.Param values, as a pure dict.
     model_state: PyTree  # the model's other variables (batch statistics, RNG state).
     opt_state: optax.OptState  # the optimizer's state (FTP's/TPGM's anchor and radii included).
-    rng: chex.Array  # uint32 [2]: raw key; the data order of epoch e uses fold_in(rng, e).
-    skipped_steps: chex.Array  # int32 []: steps skipped for a non-finite loss or gradient.
+    rng: jax.Array  # uint32 [2]: raw key; the data order of epoch e uses fold_in(rng, e).
+    skipped_steps: jax.Array  # int32 []: steps skipped for a non-finite loss or gradient.
 
 
 def initial_train_state(

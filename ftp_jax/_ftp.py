@@ -5,13 +5,12 @@ from __future__ import annotations
 import functools
 from typing import Any, NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ftp_jax._projection import radial_projection, row_norms, row_sums
+from ftp_jax._projection import radial_projection, row_norms, row_norms_shape, row_sums
 from ftp_jax._readouts import radii
 from ftp_jax._skeleton import (
     LeafPlan,
@@ -47,7 +46,7 @@ class FTPState(NamedTuple):
     that ``mask`` excludes: excluded leaves keep no anchor and no radius.
     """
 
-    count: chex.Array  # int32 [], FTP steps taken so far (the reference's t - 1).
+    count: jax.Array  # int32 [], FTP steps taken so far (the reference's t - 1).
     # Like params (dtype `anchor_dtype` if given): the pre-trained values w0, the centre.
     anchor: PyTree
     radius: PyTree  # one float [] per constrained leaf: gamma_t, 0 before step 1.
@@ -56,8 +55,8 @@ class FTPState(NamedTuple):
     # Like params (dtype `displacement_dtype` if given): c_t = theta_{t-1} + u_t - w0 of
     # the last step.
     prev_displacement: PyTree
-    # Per leaf, rows kept, other axes 1: 1 / (R(c_t) + 1e-8), in the radius dtype (at least
-    # float32: 1e-8 underflows in float16).
+    # Per leaf, the shape of R(c_t) (rows kept, other axes 1; every axis 1 for norm="l2"):
+    # 1 / (R(c_t) + 1e-8), in the radius dtype (at least float32: 1e-8 underflows in float16).
     prev_inverse_norm: PyTree
     base_state: optax.OptState  # state of the wrapped base optimizer.
 
@@ -212,7 +211,9 @@ def ftp(
             prev_inverse_norm=constrained_tree(
                 params,
                 plans,
-                lambda p, plan: jnp.zeros_like(row_sums(p, plan.kept_axes), dtype=radius_dtype(p)),
+                lambda p, plan: jnp.zeros(
+                    row_norms_shape(np.shape(p), plan.kept_axes, norm), radius_dtype(p)
+                ),
             ),
             base_state=base_optimizer.init(params),
         )

@@ -26,6 +26,7 @@ __all__ = [
     "radial_projection",
     "reduced_axes",
     "row_norms",
+    "row_norms_shape",
     "row_sums",
 ]
 
@@ -63,6 +64,23 @@ def row_norms(x: jax.Array, kept_axes: tuple[int, ...], norm: str = "mars") -> j
         return row_sums(jnp.abs(x), kept_axes)
     if norm == "l2":
         return jnp.sqrt(jnp.sum(jnp.square(x), keepdims=True))
+    raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}.")
+
+
+def row_norms_shape(
+    shape: tuple[int, ...], kept_axes: tuple[int, ...], norm: str = "mars"
+) -> tuple[int, ...]:
+    """The shape of :func:`row_norms` of an array of ``shape``, without computing it.
+
+    The kept axes at full size and the others 1 for ``"mars"``; every axis 1 for
+    ``"l2"`` (one norm over the whole tensor, whatever ``kept_axes``). States that
+    keep norms (FTP's inverse norms) are sized by it at ``init``, so that ``update``
+    returns the same shapes.
+    """
+    if norm == "mars":
+        return tuple(size if axis in kept_axes else 1 for axis, size in enumerate(shape))
+    if norm == "l2":
+        return (1,) * len(shape)
     raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}.")
 
 

@@ -108,6 +108,24 @@ def _toy_problem(dtype=jnp.float32):
 HEAD_MASK = ftp_jax.path_rules([(r"head/.*", False), (r".*", True)], name="mask")
 
 
+class StateShapeTest(parameterized.TestCase):
+    @parameterized.product(
+        norm=("mars", "l2"),
+        row_axes=(None, ftp_jax.torch_row_axes, lambda params: jax.tree.map(lambda _: (), params)),
+        mask=(None, HEAD_MASK),
+    )
+    def test_update_keeps_the_state_tree_shapes_and_dtypes(self, norm, row_axes, mask):
+        """Regression: with norm="l2", init sized `prev_inverse_norm` per row (e.g. (1, 4)
+        for a conv kernel) and update returned (1, 1, 1, 1): a second compile, a failing
+        lax.scan, and checkpoints restored into init's shapes that no longer fit."""
+        params, gradient = _toy_problem()
+        tx = ftp_jax.ftp(optax.adam(1e-2), norm=norm, row_axes=row_axes, mask=mask)
+        state = jax.eval_shape(tx.init, params)
+        after = jax.eval_shape(tx.update, gradient(params, 0), state, params)[1]
+        chex.assert_trees_all_equal_shapes_and_dtypes(after, state)
+        self.assertEqual(jax.tree.structure(after), jax.tree.structure(state))
+
+
 class IdentityTest(parameterized.TestCase):
     @parameterized.parameters(
         (optax.adamw(3e-2, weight_decay=1e-2),),

@@ -7,7 +7,13 @@ import pytest
 from absl.testing import parameterized
 
 import ftp_jax
-from ftp_jax._projection import compute_dtype, hard_clip_unit, radial_projection, row_sums
+from ftp_jax._projection import (
+    compute_dtype,
+    hard_clip_unit,
+    radial_projection,
+    row_norms_shape,
+    row_sums,
+)
 
 X = jnp.array([[1.0, -2.0, 3.0], [-4.0, 0.0, 0.5]])
 
@@ -29,6 +35,14 @@ class RowNormsTest(parameterized.TestCase):
     def test_unknown_norm(self):
         with self.assertRaisesRegex(ValueError, "unknown norm 'l1'"):
             ftp_jax.row_norms(X, (0,), "l1")
+
+    @parameterized.product(
+        shape=((), (4,), (2, 3), (2, 3, 4)), kept=((), (0,), (-1,)), norm=("mars", "l2")
+    )
+    def test_row_norms_shape_is_the_norms_shape(self, shape, kept, norm):
+        kept = tuple(axis % len(shape) for axis in kept) if shape else ()
+        x = jnp.ones(shape)
+        self.assertEqual(row_norms_shape(shape, kept, norm), ftp_jax.row_norms(x, kept, norm).shape)
 
     def test_row_sums_keep_dims(self):
         self.assertEqual(row_sums(jnp.ones((2, 3, 4)), (1,)).shape, (1, 3, 1))

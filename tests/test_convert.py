@@ -576,8 +576,8 @@ class TorchEquivalenceTest(parameterized.TestCase):
                 if not k.startswith(("fc.", "head.")) and not k.endswith("num_batches_tracked")
             }
             ours = {
-                entry.key: convert._load._torch_shape(entry.variable.shape, entry.layout)
-                for entry in convert._load._entries(model)
+                entry.key: convert._names.torch_shape(entry.variable.shape, entry.layout)
+                for entry in convert._names.leaf_entries(model)
                 if not entry.path.startswith("head/")
             }
             self.assertEqual(sorted(ours), sorted(expected), msg=kind)

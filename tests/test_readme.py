@@ -83,12 +83,12 @@ WEIGHTS_STAND_IN = textwrap.dedent(
     import numpy as np
     from flax import nnx
     from ftp_jax import convert, models
-    from ftp_jax.convert._load import _entries, _torch_shape
+    from ftp_jax.convert._names import leaf_entries, torch_shape
 
     abstract = nnx.eval_shape(lambda: models.clip_resnet50(num_classes=345, rngs=nnx.Rngs(0)))
     tensors = {
-        "visual." + e.key: np.zeros(_torch_shape(e.variable.shape, e.layout), np.float16)
-        for e in _entries(abstract)
+        "visual." + e.key: np.zeros(torch_shape(e.variable.shape, e.layout), np.float16)
+        for e in leaf_entries(abstract)
         if not e.path.startswith("head/")
     }
     convert.write_safetensors("RN50.pt", tensors)
@@ -249,6 +249,9 @@ def test_every_path_the_readme_names_exists():
                 )
 
 
+DOCS_BUILD = ".venv/bin/python -m sphinx -W --keep-going -b html docs docs/_build/html"
+
+
 def test_ci_runs_the_readmes_test_command_in_its_own_environment():
     command = re.search(r"# 2\. run the tests\n(\.venv/bin/python -m pytest .*)\n", README)
     assert command, "the README's command 2 moved"
@@ -257,8 +260,12 @@ def test_ci_runs_the_readmes_test_command_in_its_own_environment():
         for line in (ROOT / ".ci" / "run").read_text().splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    assert lines[-1] == command[1], (lines[-1], command[1])  # exactly the README's command
+    # Exactly the README's command, then only the documentation site's build.
+    assert command[1] in lines, (command[1], lines)
+    after = lines[lines.index(command[1]) + 1 :]
+    assert after == [DOCS_BUILD], after
     text = "\n".join(lines)
+    assert '.venv/bin/pip install -e ".[test,docs]"' in text
     # A fresh environment; an existing .venv (a developer's) is never touched: the run
     # moves to a copy of the tree first.
     assert "python3 -m venv .venv" in text

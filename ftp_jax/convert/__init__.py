@@ -25,17 +25,10 @@ from ftp_jax._extras import require_extra
 
 require_extra("train", "ftp_jax.convert")
 
-from ftp_jax.convert._load import (
-    KINDS,
-    CheckpointError,
-    LoadReport,
-    check_checkpoint,
-    load_pretrained,
-    load_state_dict,
-    read_state_dict,
-    to_torch_state_dict,
-    torch_key_map,
-)
+from ftp_jax.convert._errors import CheckpointError
+from ftp_jax.convert._load import KINDS, LoadReport, load_pretrained, load_state_dict
+from ftp_jax.convert._names import to_torch_state_dict, torch_key_map
+from ftp_jax.convert._read import check_checkpoint, read_state_dict
 from ftp_jax.convert._safetensors import read_safetensors, write_safetensors
 from ftp_jax.convert._torch_pickle import (
     NotACheckpoint,

@@ -70,7 +70,10 @@ def _main(args: argparse.Namespace) -> int:
     else:
         config = default_config()
     if args.quick:
-        config = quick(config)
+        try:
+            config = quick(config)
+        except ValueError as error:
+            raise cli.UsageError(f"--quick cannot shorten this config: {error}") from None
     for item in args.set:  # a key the experiment would silently ignore
         key = item.partition("=")[0].strip()
         if key.startswith("finetune.method.") and getattr(config, "methods", ()):
@@ -80,8 +83,12 @@ def _main(args: argparse.Namespace) -> int:
                 f"finetune.method; set methods.<i>.method.{name} for row i (--print-config "
                 "lists the rows)."
             )
-    config = cli.configure(config, args.set, print_config=args.print_config)
+    config = cli.configure(config, args.set, print_config=False)
+    check_config(config, args)  # every derived setting, before any work (and --print-config)
     if args.print_config:
+        from ftp_jax.train.config import format_config
+
+        print(format_config(config))
         return 0
     cli.quiet(progress=not args.no_progress)
     if args.fresh:
@@ -95,6 +102,22 @@ def _main(args: argparse.Namespace) -> int:
     print(f"\nwrote {report} ({seconds:.0f} s)")
     print(report.read_text())
     return 0
+
+
+def check_config(config, args: argparse.Namespace) -> None:
+    """:func:`ftp_jax.experiment.config.validate`; a refused setting is a usage error (exit 2)."""
+    from ftp_jax.experiment.config import validate
+
+    try:
+        validate(config)
+    except ValueError as error:
+        given = []
+        if args.quick:
+            given.append("--quick (1 seed, 2 epochs, subsets)")
+        if args.set:
+            given.append("--set " + " --set ".join(args.set))
+        after = f" after {' and '.join(given)}" if given else ""
+        raise cli.UsageError(f"the config{after} is refused: {error}") from None
 
 
 if __name__ == "__main__":

@@ -422,3 +422,112 @@ def lp_epochs_of_share(share: float, epochs: int) -> int:
 def _scaled_epochs(part: int, total: int, new_total: int) -> int:
     """``part`` of ``total`` epochs, scaled to ``new_total``: in [1, new_total - 1]."""
     return lp_epochs_of_share(part / total, new_total)
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Checks every setting the experiment derives from ``config``, before any work.
+
+    Each dataclass checks its own fields when built; a run's settings are
+    derived from several: each regime's schedule (``regimes.<i>.epochs``, else
+    ``finetune.epochs``), each row's method in it, each grid value of a tuned
+    row (an LP-FT share becomes ``lp_epochs`` of that regime's epochs), the
+    datasets, seeds and subsets. This derives every one of them as the run
+    will (:meth:`ExperimentConfig.regime_finetune`, :meth:`MethodRun.with_setting`,
+    a :class:`TrainConfig` per run), so that their own checks, the methods'
+    transforms' included (:func:`ftp_jax.train.methods.check_options`), run now:
+    in well under a second, touching no device. The command line runs it after
+    ``--set`` (also for ``--print-config``), :func:`~ftp_jax.experiment.run_experiment`
+    before it prepares data.
+
+    Raises:
+      ValueError: naming the key the user sets (``finetune.epochs=1``,
+        ``methods.2.grid``), what it led to, the rule and how to fix it.
+    """
+    from ftp_jax import data
+    from ftp_jax.train._checks import check_int
+
+    def refuse(where: str, error: Exception) -> ValueError:
+        return ValueError(f"{where}: {error}")
+
+    known = data.DATASETS + data.RENDITION_DATASETS + data.BENCHMARK_DATASETS
+    named = [("pretrain_dataset", name) for name in config.pretrain_datasets]
+    named += [("id_dataset", config.id_dataset)]
+    named += [(f"ood_datasets.{i}", name) for i, (name, _) in enumerate(config.ood_datasets)]
+    for key, name in named:
+        if name not in known:
+            raise ValueError(
+                f"{key}: {name!r} is not one of this project's datasets (the experiment prepares "
+                f"them offline); choose one of {known}."
+            )
+    for i, entry in enumerate(config.ood_datasets):
+        if not (len(entry) == 2 and all(isinstance(part, str) and part for part in entry)):
+            raise ValueError(f"ood_datasets.{i} must be a (dataset, split) pair, got {entry!r}.")
+    if config.channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {config.channels!r}.")
+    for name in ("train_subset", "eval_subset"):
+        check_int(name, getattr(config, name), 0)
+    for i, seed in enumerate(config.seeds):
+        check_int(f"seeds.{i}", seed, 0)
+    if len(set(config.seeds)) != len(config.seeds):
+        raise ValueError(f"seeds {config.seeds} repeat a seed (its runs would share a directory).")
+    for i, regime in enumerate(config.regimes):
+        try:
+            data.percent_split("train", regime.percent)
+        except ValueError as error:
+            raise refuse(f"regimes.{i}.percent={regime.percent!r}", error) from None
+        for name in ("epochs", "batch_size"):
+            check_int(f"regimes.{i}.{name} (0 = finetune.{name}'s)", getattr(regime, name), 0)
+        _validate_regime(config, i, regime)
+
+
+def _validate_regime(config: ExperimentConfig, index: int, regime: Regime) -> None:
+    # The key that sets this regime's epochs: what the user changes to fix a derived value.
+    epochs_key = f"regimes.{index}.epochs" if regime.epochs else "finetune.epochs"
+    try:
+        finetune = config.regime_finetune(regime)
+    except ValueError as error:
+        raise ValueError(
+            f"the {regime.name} regime's schedule (finetune with regimes.{index}.epochs="
+            f"{regime.epochs} and regimes.{index}.batch_size={regime.batch_size}, 0 = "
+            f"finetune's) is refused: {error}"
+        ) from None
+    epochs = finetune.epochs
+    where = f"in the {regime.name} regime ({epochs_key}={epochs})"
+    for j, row in enumerate(config.methods):
+        runs_in = getattr(row, "runs_in", None)
+        if runs_in is not None and not runs_in(regime.percent):
+            continue
+        name = f"methods.{j} ({row.label!r})"
+        if row.tune == LP_SHARE and epochs < 2:
+            raise ValueError(
+                f"{name} tunes {LP_SHARE} (LP-FT's linear-probe share of the epochs), which "
+                f"needs at least 2 epochs (1 of linear probe, 1 of fine-tuning), but {where} "
+                f"it gets {epochs}; set {epochs_key} >= 2."
+            )
+        if not row.tune:
+            try:
+                dataclasses.replace(finetune, method=row.method)
+            except ValueError as error:
+                raise ValueError(
+                    f"{name} {where}: {error} (the row's keys: methods.{j}.method.*)"
+                ) from None
+            continue
+        derived = []
+        for value in row.grid:
+            try:
+                method = row.with_setting(value, epochs)
+                dataclasses.replace(finetune, method=method)
+            except (ValueError, TypeError) as error:
+                shown = f"{row.tune}={value!r}"
+                raise ValueError(
+                    f"methods.{j}.grid={row.grid} of {row.label!r} {where}: its value "
+                    f"{shown} is refused: {error}"
+                ) from None
+            derived.append(method)
+        if len(set(map(repr, derived))) != len(derived):
+            raise ValueError(
+                f"methods.{j}.grid={row.grid} of {row.label!r} {where}: two of its values give "
+                f"the same run (an {LP_SHARE} becomes a whole number of epochs: "
+                f"{[m.options for m in derived]}); choose values that differ there, or "
+                f"change {epochs_key}."
+            )

@@ -18,7 +18,7 @@ from flax import nnx
 
 import ftp_jax
 from ftp_jax import data
-from ftp_jax.experiment.config import ExperimentConfig, MethodRun, Regime
+from ftp_jax.experiment.config import ExperimentConfig, MethodRun, Regime, validate
 from ftp_jax.experiment.report import write_report
 from ftp_jax.models import SmallCNN, replace_head, with_compute_dtype
 from ftp_jax.train import fit
@@ -376,6 +376,7 @@ def run_experiment(
 
     Returns the results dict also written to ``<workdir>/results/results.json``.
     """
+    validate(config)  # every derived setting, before data preparation and pre-training
     started = time.perf_counter()
     workdir = Path(workdir)
     if config.compilation_cache:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ftp_jax.models.precision import COMPUTE_DTYPES
 from ftp_jax.train import methods as _methods
-from ftp_jax.train._checks import check_choice
+from ftp_jax.train._checks import check_choice, check_int
 from ftp_jax.train.methods import options_type
 
 __all__ = [
@@ -71,8 +71,7 @@ class MethodConfig:
 
     def __post_init__(self):
         check_choice("method.optimizer", self.optimizer, BASE_OPTIMIZERS)
-        if not self.learning_rate > 0:
-            raise ValueError(f"method.learning_rate must be > 0, got {self.learning_rate}.")
+        _methods.check_base(self)  # learning rate, momentum, weight decay, head pattern
         expected = options_type(self.name)
         options = self.options
         if options is None or (
@@ -133,9 +132,17 @@ class TrainConfig:
     def __post_init__(self):
         check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
         check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("epochs", "batch_size", "eval_batch_size", "keep_checkpoints"):
+            check_int(name, getattr(self, name), 1)
+        for name in ("warmup_epochs", "seed", "checkpoint_every"):
+            check_int(name, getattr(self, name), 0)
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"warmup_epochs={self.warmup_epochs} with epochs={self.epochs} leaves no epoch "
+                f"after the warm-up; set warmup_epochs below epochs (0 = no warm-up)."
+            )
+        if not isinstance(self.progress, bool):
+            raise ValueError(f"progress must be True or False, got {self.progress!r}.")
         if hasattr(self.method.options, "check_run"):
             self.method.options.check_run(self)
 

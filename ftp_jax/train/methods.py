@@ -51,6 +51,7 @@ __all__ = [
     "SPDOptions",
     "TPGMOptions",
     "build_method",
+    "check_base",
     "check_options",
     "learning_rate_schedule",
     "options_type",
@@ -265,6 +266,35 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.S
         return main
     ramp = optax.linear_schedule(0.0, peak, warmup)
     return optax.join_schedules([ramp, main], [warmup])
+
+
+def _finite(value: Any) -> bool:
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return real and math.isfinite(value)
+
+
+def check_base(method: Any) -> None:
+    """The base optimizer's settings of a :class:`~ftp_jax.train.MethodConfig` (what
+    :func:`build_method` builds it from): ``learning_rate`` > 0, ``momentum`` in
+    [0, 1), ``weight_decay`` >= 0, each finite, and ``head_pattern`` a regex.
+
+    Raises:
+      ValueError: naming the key, the value and the rule.
+    """
+    rules = (
+        ("learning_rate", lambda v: v > 0, "a finite number > 0"),
+        ("momentum", lambda v: 0 <= v < 1, "a finite number in [0, 1) (0 = plain SGD)"),
+        ("weight_decay", lambda v: v >= 0, "a finite number >= 0"),
+    )
+    for name, rule, expected in rules:
+        value = getattr(method, name)
+        if not (_finite(value) and rule(value)):
+            raise ValueError(f"method.{name} must be {expected}, got {value!r}.")
+    if not isinstance(method.head_pattern, str):
+        raise ValueError(
+            f"method.head_pattern must be a regex (text), got {method.head_pattern!r}."
+        )
+    ftp_jax.path_rules([(method.head_pattern, False)], name="method.head_pattern")
 
 
 def _base_optimizer(config: TrainConfig, schedule: optax.Schedule):

@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 from absl.testing import parameterized
 
 from ftp_jax import data
-from ftp_jax.data import _builders, _corruptions, _digits, _loader, prepare
+from ftp_jax.data import _builders, _corruptions, _digits, _splits, prepare
 
 SPLIT_SIZES = {
     "mnist5k": {"train": 3500, "validation": 500, "test": 1000},
@@ -471,7 +471,7 @@ class OpenSplitTest(parameterized.TestCase):
             data.load_arrays("uci_digits", "validation", self.data_dir, num_classes=5)
 
     def test_tfrecord_without_tensorflow_is_a_clear_error(self):
-        if _loader._tensorflow_available():
+        if _splits._tensorflow_available():
             self.skipTest("TensorFlow is installed: tfrecord data is read through tfds.load.")
         toy_dir = _toy_dir(self.tmp_dir)
         info = os.path.join(toy_dir, "toy_digits/plain/2.0.0/dataset_info.json")
@@ -495,7 +495,7 @@ class OpenSplitTest(parameterized.TestCase):
             return examples
 
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(_loader, "_tensorflow_available", lambda: True)
+            patch.setattr(_splits, "_tensorflow_available", lambda: True)
             patch.setattr(tfds, "load", fake_load)
             patch.setattr(tfds, "as_numpy", lambda dataset: dataset)
             source = data.open_split("toy_digits/plain", "train", toy_dir)
@@ -506,7 +506,7 @@ class OpenSplitTest(parameterized.TestCase):
         self.assertIs(calls[0][1]["try_gcs"], False)
 
     def test_tfrecord_with_tensorflow_matches_array_record(self):
-        if not _loader._tensorflow_available():
+        if not _splits._tensorflow_available():
             self.skipTest("TensorFlow is not installed.")
         array_record = data.load_arrays(
             "toy_digits/plain",

@@ -18,6 +18,7 @@ from ftp_jax._extras import require_extra
 
 require_extra("train", "ftp_jax.data")
 
+from ftp_jax.data._batches import available_cores, batches, num_batches, read_examples
 from ftp_jax.data._builders import (
     BENCHMARK_DATASETS,
     CORRUPTED_DATASETS,
@@ -26,19 +27,15 @@ from ftp_jax.data._builders import (
     prepare_datasets,
 )
 from ftp_jax.data._corruptions import CORRUPTIONS
-from ftp_jax.data._loader import (
+from ftp_jax.data._renditions import RENDITIONS
+from ftp_jax.data._splits import (
     PERCENTS,
     SplitSource,
-    available_cores,
-    batches,
     check_prepared,
     load_arrays,
-    num_batches,
     open_split,
     percent_split,
-    read_examples,
 )
-from ftp_jax.data._renditions import RENDITIONS
 from ftp_jax.data.imagenet_classes import CLASS_SUBSETS, class_subset_indices
 from ftp_jax.data.transforms import (
     CLIP_MEAN,

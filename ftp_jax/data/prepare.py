@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from ftp_jax.data._builders import DATASETS, RENDITION_DATASETS, offline, prepare_datasets
-from ftp_jax.data._loader import load_arrays
+from ftp_jax.data._splits import load_arrays
 
 
 def nearest_centroid_report(data_dir: str) -> dict[str, float]:

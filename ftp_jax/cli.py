@@ -312,7 +312,9 @@ def _jax_owns_sigterm() -> bool:
     """Whether JAX's preemption service has SIGTERM (several hosts): it must keep it."""
     distributed = sys.modules.get("jax._src.distributed")
     state = getattr(distributed, "global_state", None)
-    return state is not None and state.client is not None and state.preemption_sync_manager is not None
+    return (
+        state is not None and state.client is not None and state.preemption_sync_manager is not None
+    )
 
 
 def _out_of_space(error: BaseException, workdir: str | None):
@@ -377,7 +379,9 @@ def run(body: Callable[[], int | None], *, debug: bool, workdir: str | None = No
                 f"{type(error).__name__}: {message}",
                 "This looks like a bug: rerun with --debug for the traceback, and report it.",
             )
-        elif code == EXIT_WORKDIR and "WorkdirBusyError" in {c.__name__ for c in type(error).__mro__}:
+        elif code == EXIT_WORKDIR and "WorkdirBusyError" in {
+            c.__name__ for c in type(error).__mro__
+        }:
             _error(message)  # it says what to do; --fresh would not help
         elif code == EXIT_WORKDIR:
             where = f" {workdir}" if workdir else ""

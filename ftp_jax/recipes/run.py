@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -12,10 +13,12 @@ import numpy as np
 from flax import nnx
 
 from ftp_jax import data
+from ftp_jax._diskspace import writing
 from ftp_jax.recipes.config import RecipeConfig
 from ftp_jax.train import fit
 from ftp_jax.train.inputs import SourceEvalSet, SourceTrainData
 from ftp_jax.train.placement import is_primary_host
+from ftp_jax.train.workdir_lock import workdir_lock
 
 __all__ = ["build_model", "check_inputs", "run_recipe"]
 
@@ -152,7 +155,17 @@ def run_recipe(
       progress: progress bars.
       mesh: the devices to train on, with a ``"data"`` axis (default: all devices,
         on every host).
+
+    Raises:
+      WorkdirBusyError: another process runs in ``workdir`` (the primary host holds
+        its lock while this runs).
     """
+    # On several hosts the work directory is shared: the primary host holds the lock.
+    with workdir_lock(workdir) if is_primary_host() else contextlib.nullcontext():
+        return _run_recipe(config, data_dir, workdir, weights, model, progress, mesh)
+
+
+def _run_recipe(config, data_dir, workdir, weights, model, progress, mesh) -> dict[str, Any]:
     if model is None and weights is None:
         raise ValueError("the recipe needs pre-trained weights: pass --weights PATH.")
     # Every input first: a missing dataset or weights file, or another run's work
@@ -190,7 +203,8 @@ def run_recipe(
         load_pretrained(model, weights, kind=config.model)
     if is_primary_host():  # what check_inputs compares a rerun with
         Path(workdir).mkdir(parents=True, exist_ok=True)
-        Path(workdir, _RECORD).write_text(json.dumps(_identity(config), indent=1, default=str))
+        with writing(workdir, "the recipe record"):
+            Path(workdir, _RECORD).write_text(json.dumps(_identity(config), indent=1, default=str))
     if mesh is None:
         mesh = jax.make_mesh((jax.device_count(),), ("data",))
     finetune = dataclasses.replace(config.finetune, progress=progress)
@@ -214,5 +228,6 @@ def run_recipe(
         "devices": mesh.size,
     }
     if is_primary_host():
-        Path(workdir, "recipe_result.json").write_text(json.dumps(summary, indent=1))
+        with writing(workdir, "the result"):
+            Path(workdir, "recipe_result.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+from ftp_jax._diskspace import writing
 
 __all__ = ["Checkpointer", "CheckpointMismatchError", "differences", "fingerprint"]
 
@@ -87,6 +91,30 @@ def _from_saved(tree: PyTree, like: PyTree) -> PyTree:
     )
 
 
+def _leaves(*trees: PyTree) -> list[Any]:
+    return [x for x in jax.tree_util.tree_leaves(_to_savable(trees)) if hasattr(x, "dtype")]
+
+
+class _DropThreadErrors(logging.Filter):
+    """Drops orbax's log of an error in one of its writer threads (with that thread's
+    traceback): the same error is raised again in the caller's thread."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno >= logging.ERROR and "raised an exception" in record.getMessage()
+        )
+
+
+@contextlib.contextmanager
+def _thread_errors_unlogged():
+    logger, drop = logging.getLogger("absl"), _DropThreadErrors()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
 class Checkpointer:
     """Saves and restores a run's state, extra trees and JSON metadata.
 
@@ -118,19 +146,26 @@ class Checkpointer:
 
         A checkpoint already at ``step`` (saved mid-epoch, now the epoch's end) is
         replaced; the previous step's checkpoint is kept meanwhile.
+
+        Raises:
+          ftp_jax._diskspace.OutOfSpaceError: the disk is full (the message names the
+            directory and the space); the unfinished checkpoint is never read, and the
+            run resumes from the previous one once space is freed.
         """
-        if step in self._manager.all_steps():
-            self._manager.delete(step)
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(_to_savable(state)),
-                extra=ocp.args.StandardSave(_to_savable(extra)),
-                meta=ocp.args.JsonSave(meta),
-            ),
-            force=True,
-        )
-        self._manager.wait_until_finished()
+        needed = sum(int(np.size(x)) * np.dtype(x.dtype).itemsize for x in _leaves(state, extra))
+        with writing(self.directory, "a checkpoint", needed=needed), _thread_errors_unlogged():
+            if step in self._manager.all_steps():
+                self._manager.delete(step)
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(_to_savable(state)),
+                    extra=ocp.args.StandardSave(_to_savable(extra)),
+                    meta=ocp.args.JsonSave(meta),
+                ),
+                force=True,
+            )
+            self._manager.wait_until_finished()
 
     def meta(self, step: int) -> dict[str, Any]:
         """The JSON metadata of checkpoint ``step`` (fingerprint, settings, progress).

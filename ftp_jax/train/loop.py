@@ -8,16 +8,22 @@ the test/OOD numbers of the selected epoch at the end. Metrics go to
 ``<workdir>/metrics.jsonl``; checkpoints to ``<workdir>/checkpoints``; the final
 numbers to ``<workdir>/result.json``. A run started again in the same work
 directory resumes from its last checkpoint and ends bit-identical to an
-uninterrupted run; a finished run returns its stored result. SIGTERM and Ctrl-C
-save a checkpoint and stop the run; on several hosts all of them save and stop at
-one step they agree on (:mod:`ftp_jax.train.preemption`).
+uninterrupted run; a finished run returns its stored result. A run records what
+data it was given (:func:`data_identity`) and refuses a work directory whose run
+had other data, as it refuses one of another config. SIGTERM and Ctrl-C save a
+checkpoint and stop the run wherever they land (a step, evaluation, the final
+numbers); on several hosts all of them save and stop at one step they agree on
+(:mod:`ftp_jax.train.preemption`). A run holds its work directory's lock
+(:mod:`ftp_jax.train.workdir_lock`): a second run there stops at once.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,8 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ftp_jax._diskspace import writing
 from ftp_jax.models.precision import with_compute_dtype
-from ftp_jax.train.checkpoint import Checkpointer, fingerprint
+from ftp_jax.train.checkpoint import Checkpointer, CheckpointMismatchError, differences, fingerprint
 from ftp_jax.train.config import TrainConfig
 from ftp_jax.train.evaluation import distances, evaluate, heldout_batches, next_heldout, radii
 from ftp_jax.train.inputs import (
@@ -52,6 +59,7 @@ from ftp_jax.train.steps import (
     make_train_step,
     split_model,
 )
+from ftp_jax.train.workdir_lock import workdir_lock
 
 __all__ = [
     "ArrayTrainData",
@@ -61,6 +69,7 @@ __all__ = [
     "SourceEvalSet",
     "SourceTrainData",
     "TrainData",
+    "data_identity",
     "evaluate",
     "fit",
     "restore_best",
@@ -91,7 +100,8 @@ def _copy_tree(tree: PyTree) -> PyTree:
 
 
 class _Metrics:
-    """Appends JSON lines to ``metrics.jsonl``; on resume drops lines past the checkpoint.
+    """Appends JSON lines to ``metrics.jsonl``; on resume drops lines past the checkpoint
+    (and a result line: a resumed run writes its result again).
 
     Only the primary host writes (all hosts share the work directory).
     """
@@ -101,20 +111,22 @@ class _Metrics:
         self.enabled = is_primary_host()
         if not self.enabled:
             return
-        if resume_step is None:
-            path.write_text("")
-        elif path.exists():
-            kept = [
-                line
-                for line in path.read_text().splitlines()
-                if line and json.loads(line)["step"] <= resume_step
-            ]
-            path.write_text("".join(line + "\n" for line in kept))
+        with writing(path.parent, "the metrics"):
+            if resume_step is None:
+                path.write_text("")
+            elif path.exists():
+                lines = [line for line in path.read_text().splitlines() if line]
+                kept = [
+                    line
+                    for line, record in zip(lines, map(json.loads, lines), strict=True)
+                    if record["step"] <= resume_step and record.get("event") != "result"
+                ]
+                path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:
+        with writing(self.path.parent, "the metrics"), self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
 
@@ -173,24 +185,34 @@ def fit(
       A :class:`FitResult`; also written to ``<workdir>/result.json``.
 
     Raises:
-      CheckpointMismatchError: the work directory holds another run's checkpoint.
+      CheckpointMismatchError: the work directory holds another run's checkpoint or
+        result (other settings, model or data).
+      WorkdirBusyError: another process runs in ``workdir`` now.
+      OutOfSpaceError: the disk is full (rerunning after freeing space resumes).
+      KeyboardInterrupt, SystemExit(143): Ctrl-C or SIGTERM, after a checkpoint.
     """
     _check_normalization(train, (validation, heldout or validation, *tests))
-    run = _Run(model, config, train, validation, heldout or validation, Path(workdir))
-    run.setup(mesh, shard_params, row_axes)
-    if run.finished is not None:
-        return run.finished
-    run.start()
-    with Interrupt(run.step) as interrupt:
-        while run.progress.epoch < config.epochs:
-            if not run.train_epoch(interrupt, stop_after_steps, after_step):
-                run.close()
-                if interrupt.requested:
-                    interrupt.stop()
-                return None  # type: ignore[return-value]
-            run.end_epoch()
-    run.close()
-    return run.result(tests)
+    workdir = Path(workdir)
+    # On several hosts the work directory is shared: the primary host holds the lock.
+    lock = workdir_lock(workdir) if is_primary_host() else contextlib.nullcontext()
+    with lock:
+        run = _Run(model, config, train, validation, heldout or validation, workdir)
+        run.setup(mesh, shard_params, row_axes, tests)
+        if run.finished is not None:
+            return run.finished
+        run.start()
+        try:
+            with Interrupt(run.step) as interrupt:
+                while run.progress.epoch < config.epochs:
+                    if not run.train_epoch(interrupt, stop_after_steps, after_step):
+                        if interrupt.requested:
+                            interrupt.stop()
+                        return None  # type: ignore[return-value]
+                    run.end_epoch(interrupt)
+                # A signal from here to the block's end stops the run too (Interrupt).
+                return run.result(tests, interrupt)
+        finally:
+            run.close()
 
 
 @dataclasses.dataclass
@@ -226,8 +248,12 @@ class _Run:
         self.progress = Progress()
         self.finished: FitResult | None = None
 
-    def setup(self, mesh, shard_params: bool, row_axes: Any) -> None:
-        """Builds the method and the initial state; a finished run's stored result if any."""
+    def setup(self, mesh, shard_params: bool, row_axes: Any, tests: Sequence[EvalData]) -> None:
+        """Builds the method and the initial state; a finished run's stored result if any.
+
+        Raises:
+          CheckpointMismatchError: the stored result is of the same run on other data.
+        """
         config = self.config
         self.placement = Placement(mesh, config.batch_size, config.eval_batch_size, shard_params)
         heldout_loss = make_heldout_loss(self.graphdef, normalization=self.normalization)
@@ -250,11 +276,13 @@ class _Run:
         }
         self.settings = _run_settings(config)
         self.run_id = fingerprint((self.state, self.extra), config=self.settings)
+        self.data = data_identity(self.train, self.validation, self.heldout, tests)
         result_path = self.workdir / "result.json"
         if result_path.exists():
             stored = json.loads(result_path.read_text())
             if stored.get("fingerprint") == self.run_id:
                 stored.pop("fingerprint")
+                _check_data(stored.pop("data", None), self.data, result_path)
                 self.finished = FitResult(**stored)
 
     def start(self) -> None:
@@ -270,6 +298,7 @@ class _Run:
             self.state, self.extra, meta = self.checkpointer.restore(
                 latest, self.state, self.extra, self.run_id, self.settings
             )
+            _check_data(meta.get("data"), self.data, self.checkpointer.directory / str(latest))
             self.progress = Progress(**meta["progress"])
         self.metrics = _Metrics(self.workdir / "metrics.jsonl", latest)
         normalization = self.normalization
@@ -294,6 +323,7 @@ class _Run:
         meta = {
             "fingerprint": self.run_id,
             "settings": self.settings,  # lets a mismatch name the settings that differ
+            "data": self.data,
             "description": dataclasses.asdict(self.config.method),
             "progress": dataclasses.asdict(self.progress),
         }
@@ -346,18 +376,27 @@ class _Run:
         _add_metrics(progress.epoch_sums, pending)
         return True
 
-    def end_epoch(self) -> None:
-        """Validation, best-epoch selection, the epoch's record and a checkpoint."""
+    def end_epoch(self, interrupt: Interrupt) -> None:
+        """Validation, best-epoch selection, the epoch's record and a checkpoint.
+
+        A signal during the validation stops it: the trained epoch is saved
+        unevaluated (a rerun evaluates it) and the run stops; one during the
+        checkpoint stops the run after it.
+        """
         progress, state = self.progress, self.state
-        record = _end_of_epoch(
-            state,
-            self.eval_step,
-            self.validation,
-            self.config,
-            self.anchor,
-            progress,
-            self.placement,
-        )
+        try:
+            record = _end_of_epoch(
+                state,
+                self.eval_step,
+                _Stoppable(self.validation, interrupt),
+                self.config,
+                self.anchor,
+                progress,
+                self.placement,
+            )
+        except _Stopped:
+            self.save()  # progress.batch == steps_per_epoch: a rerun starts with the evaluation
+            interrupt.stop()
         self.metrics.write(record)
         if record["val_accuracy"] > progress.best_accuracy:
             progress.best_accuracy = record["val_accuracy"]
@@ -369,30 +408,44 @@ class _Run:
         progress.epoch, progress.batch, progress.epoch_sums = progress.epoch + 1, 0, _zero_sums()
         progress.history.append(record)
         self.save()
+        if interrupt.requested:
+            interrupt.stop()
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
         self.checkpointer.close()
 
-    def result(self, tests: Sequence[EvalData]) -> FitResult:
-        """The selected epoch (after the method's post-hoc step, if any) on every set."""
+    def result(self, tests: Sequence[EvalData], interrupt: Interrupt) -> FitResult:
+        """The selected epoch (after the method's post-hoc step, if any) on every set.
+
+        A signal stops it (the run's last checkpoint has every epoch: a rerun
+        computes this from it).
+        """
         config, placement, state = self.config, self.placement, self.state
         params, model_state = self.extra["best_params"], self.extra["best_model_state"]
+        if interrupt.requested:
+            interrupt.stop()
         if self.method.post_hoc_iters:
             params = _post_hoc(
                 self.method, params, model_state, self.anchor, self.heldout, config, placement
             )
 
         def scores(evalset):
+            checked = _Stoppable(evalset, interrupt)
             return evaluate(
-                self.eval_step, params, model_state, evalset, config.eval_batch_size, placement
+                self.eval_step, params, model_state, checked, config.eval_batch_size, placement
             )
 
+        try:
+            validation = scores(self.validation)
+            tested = {s.name: scores(s) for s in tests}
+        except _Stopped:
+            interrupt.stop()
         result = FitResult(
             best_epoch=self.progress.best_epoch,
-            validation=scores(self.validation),
-            tests={s.name: scores(s) for s in tests},
+            validation=validation,
+            tests=tested,
             history=self.progress.history,
             skipped_steps=int(state.skipped_steps),
             steps=int(state.step),
@@ -400,8 +453,122 @@ class _Run:
         self.metrics.write({"event": "result", "step": int(state.step), **result.to_json()})
         if is_primary_host():
             path = self.workdir / "result.json"
-            path.write_text(json.dumps({"fingerprint": self.run_id, **result.to_json()}, indent=1))
+            stored = {"fingerprint": self.run_id, "data": self.data, **result.to_json()}
+            with writing(self.workdir, "the result"):
+                path.write_text(json.dumps(stored, indent=1))
         return result
+
+
+class _Stopped(Exception):
+    """An evaluation stopped by a signal (:class:`_Stoppable`)."""
+
+
+class _Stoppable:
+    """``evalset``, whose batches (and reads) raise :class:`_Stopped` once a signal asks the
+    run to stop. On several hosts ``interrupt.requested`` changes only at a training
+    step (the sync point), so every host evaluates on, in step."""
+
+    def __init__(self, evalset: EvalData, interrupt: Interrupt):
+        self._evalset, self._interrupt = evalset, interrupt
+
+    def _check(self) -> None:
+        if self._interrupt.requested:
+            raise _Stopped
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._evalset, name)
+        if name != "read":
+            return value
+
+        def read(indices):
+            self._check()
+            return value(indices)
+
+        return read
+
+    def __len__(self) -> int:
+        return len(self._evalset)
+
+    def batches(self, batch_size: int, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        for batch in self._evalset.batches(batch_size, start):
+            self._check()
+            yield batch
+
+
+def data_identity(
+    train: TrainData, validation: EvalData, heldout: EvalData, tests: Sequence[EvalData]
+) -> dict[str, Any]:
+    """What identifies a run's data, cheaply: each set's name, size and a digest.
+
+    In-memory arrays: their count, shape and dtype, a hash of every label and of
+    a few evenly spaced images. TFDS sources: the dataset, version, split and
+    count (no example is read). ``heldout`` counts only when it is not
+    ``validation``. A wrapper with an ``inner`` data object (e.g. a timing
+    wrapper) is identified by it.
+    """
+    identity = {"train": _identity_of(train), "validation": _identity_of(validation)}
+    if heldout is not validation:
+        identity["heldout"] = _identity_of(heldout)
+    identity["tests"] = {
+        str(getattr(evalset, "name", index)): _identity_of(evalset)
+        for index, evalset in enumerate(tests)
+    }
+    return identity
+
+
+_SAMPLED_EXAMPLES = 8  # images hashed per set (every label is)
+
+
+def _identity_of(data: Any) -> dict[str, Any]:
+    while getattr(data, "inner", None) is not None and not hasattr(data, "images"):
+        data = data.inner
+    out: dict[str, Any] = {}
+    name = getattr(data, "name", None)
+    if isinstance(name, str):
+        out["name"] = name
+    images, labels = getattr(data, "images", None), getattr(data, "labels", None)
+    if images is not None and labels is not None:
+        images, labels = np.asarray(images), np.asarray(labels)
+        count = len(labels)
+        rows = np.unique(np.linspace(0, count - 1, _SAMPLED_EXAMPLES).astype(np.int64))
+        out.update(
+            count=count,
+            images=f"{images.shape} {images.dtype} {_digest(images[rows])}",
+            labels=f"{labels.dtype} {_digest(labels)}",
+        )
+    source = getattr(data, "source", None)
+    if source is not None:
+        info = getattr(source, "info", None)
+        out.update(
+            dataset=str(getattr(source, "name", getattr(info, "name", type(source).__name__))),
+            version=str(getattr(info, "version", "")),
+            split=str(getattr(source, "split", "")),
+            count=len(source),
+        )
+    subset = getattr(data, "class_subset", None)
+    if subset is not None:
+        out["class_subset"] = _digest(np.asarray(subset))
+    if "count" not in out:
+        with contextlib.suppress(TypeError):
+            out["count"] = len(data)
+    return out
+
+
+def _digest(array: np.ndarray) -> str:
+    array = np.ascontiguousarray(array)
+    return hashlib.sha256(array.tobytes()).hexdigest()[:16]
+
+
+def _check_data(stored: dict[str, Any] | None, current: dict[str, Any], where: Path) -> None:
+    """Refuses a stored run of other data (a record without data, from before data was
+    recorded, is taken as it is)."""
+    if stored is None or stored == json.loads(json.dumps(current)):
+        return
+    changed = differences({"data": stored}, {"data": current}, missing="absent")
+    raise CheckpointMismatchError(
+        f"{where} belongs to a run on other data: {'; '.join(changed) or 'its data differs'}. "
+        "Give this run another work directory, or move this one aside to start over."
+    )
 
 
 def _placed_ahead(

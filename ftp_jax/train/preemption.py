@@ -78,12 +78,17 @@ class Interrupt:
     Args:
       step: the step the run starts (or resumes) at, the same on every host.
 
-    On one process the stop comes at the first step boundary after the signal. On
-    several, it comes at the preemption sync point (see the module docstring): the
-    same step on every host, whichever host got the signal. The stop is
-    ``SystemExit(143)`` after SIGTERM (and, on several hosts, on the hosts that got
-    no signal), ``KeyboardInterrupt`` after Ctrl-C. A second Ctrl-C stops at once
-    (the last checkpoint is kept).
+    On one process the stop comes at the first step boundary after the signal (or
+    earlier, where the loop asks :attr:`requested` elsewhere, e.g. between
+    evaluation batches). On several, it comes at the preemption sync point (see
+    the module docstring): the same step on every host, whichever host got the
+    signal. The stop is ``SystemExit(143)`` after SIGTERM (and, on several hosts,
+    on the hosts that got no signal), ``KeyboardInterrupt`` after Ctrl-C. A second
+    Ctrl-C stops at once (the last checkpoint is kept).
+
+    A signal is never dropped: if the block ends normally after a signal that no
+    :meth:`stop` answered (it came after the last step's check), leaving the
+    block stops (:meth:`stop`), so a caller never goes on to other work.
 
     On several processes without JAX's preemption service
     (``jax_enable_preemption_service=False``) no host can stop safely on its own:
@@ -95,6 +100,7 @@ class Interrupt:
         self.start_step = step
         self.requested = False  # True once the loop is to save and stop
         self.signum: int | None = None  # the signal this process received, if any
+        self.stopped = False  # True once stop() has raised
         self._previous: dict[int, object] = {}
         self.multihost = jax.process_count() > 1
         self._synced = self.multihost and preemption_service_running()
@@ -131,9 +137,9 @@ class Interrupt:
         else:
             self.requested = True
         if signum == signal.SIGINT:
-            where = "the step all hosts agree on" if self._synced else "this step"
+            where = "at the step all hosts agree on" if self._synced else "and stopping"
             print(
-                f"\nCtrl-C: saving a checkpoint after {where} (Ctrl-C again to stop at once)",
+                f"\nCtrl-C: saving a checkpoint {where} (Ctrl-C again to stop at once)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -155,10 +161,16 @@ class Interrupt:
     def stop(self):
         """Leaves the run after its checkpoint: ``KeyboardInterrupt`` after this process's
         Ctrl-C, else ``SystemExit(143)`` (SIGTERM here or on another host)."""
+        self.stopped = True
         if self.signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise SystemExit(143)
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, traceback):
+        # Handlers first: a signal from here on meets the previous handler (the command
+        # line's stops at once); one that came before is in ``requested``.
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
+        self._previous.clear()
+        if exc_type is None and self.signum is not None and not self.stopped and not self._synced:
+            self.stop()  # a signal after the last check: stop now rather than drop it

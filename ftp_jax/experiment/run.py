@@ -24,6 +24,7 @@ from ftp_jax.models import SmallCNN, replace_head, with_compute_dtype
 from ftp_jax.train import fit
 from ftp_jax.train.loop import ArrayTrainData, EvalSet, evaluate, restore_best
 from ftp_jax.train.steps import make_eval_step, split_model
+from ftp_jax.train.workdir_lock import holds_workdir_lock
 
 __all__ = ["run_experiment", "slug", "wise_ft_label", "wise_ft_sweep", "wise_ft_tuned_label"]
 
@@ -369,6 +370,7 @@ def _datasets(config: ExperimentConfig) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+@holds_workdir_lock  # one run at a time in a work directory (exit 4 for a second)
 def run_experiment(
     config: ExperimentConfig, workdir: str | Path, *, progress: bool = True
 ) -> dict[str, Any]:

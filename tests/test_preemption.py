@@ -40,6 +40,21 @@ def test_one_process_ctrl_c_stops_with_keyboard_interrupt_and_twice_at_once():
             os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_after_the_last_check_stops_when_the_block_ends(signum):
+    """It was acknowledged, then dropped: the caller went on to other work (issue 21)."""
+    with pytest.raises((KeyboardInterrupt, SystemExit)) as stopped:
+        with Interrupt() as interrupt:
+            assert not interrupt.reached(1)  # the loop's last check
+            os.kill(os.getpid(), signum)  # e.g. during the last evaluation
+    expected = KeyboardInterrupt if signum == signal.SIGINT else SystemExit
+    assert stopped.type is expected and interrupt.stopped
+    if signum == signal.SIGTERM:
+        assert stopped.value.code == 143
+    with Interrupt() as interrupt:  # no signal, or one already answered: no stop
+        assert not interrupt.reached(1)
+
+
 @pytest.fixture
 def two_hosts(monkeypatch):
     """Two processes with JAX's preemption service, whose sync point is ``sync[0]``."""

@@ -14,7 +14,7 @@ from ftp_jax._l2sp import L2SPDecoupledState, L2SPState, l2sp, l2sp_decoupled, l
 from ftp_jax._lpft import LPFTState, lp_ft
 from ftp_jax._paths import leaf_path, leaf_paths, path_rules
 from ftp_jax._projection import hard_clip_unit, projection_ratio, radial_projection, row_norms
-from ftp_jax._readouts import radii
+from ftp_jax._readouts import radii, radius_gradients
 from ftp_jax._row_axes import flax_row_axes, torch_row_axes
 from ftp_jax._spd import SPDState, spd, spd_leaf_update
 from ftp_jax._tpgm import TPGMState, project_to_anchor, tpgm, tpgm_post_hoc, tpgm_radii
@@ -49,6 +49,7 @@ __all__ = [
     "projection_ratio",
     "radial_projection",
     "radii",
+    "radius_gradients",
     "row_norms",
     "torch_row_axes",
     "tpgm",

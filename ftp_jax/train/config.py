@@ -47,6 +47,9 @@ class MethodConfig:
       optimizer: ``sgd`` (momentum, weight decay added to the gradient, as torch)
         or ``adamw`` (decoupled weight decay).
       learning_rate, momentum, weight_decay: of the base optimizer.
+      nesterov: Nesterov momentum for the ``sgd`` base (torch's ``SGD(nesterov=True)``,
+        which the FTP reference's ``SGDP`` runs: ``optax.sgd(..., nesterov=True)``);
+        needs ``momentum > 0``.
       head_pattern: regex over parameter paths of the new head: excluded from
         FTP/TPGM, the only leaves a linear probe trains. Must match something.
       exclude_head: FTP, TPGM and MARS-PGM leave the head to the base optimizer
@@ -65,6 +68,7 @@ class MethodConfig:
     learning_rate: float = 1e-2
     momentum: float = 0.9
     weight_decay: float = 0.0
+    nesterov: bool = False
     head_pattern: str = r"head/.*"
     exclude_head: bool = True
     options: Any = None
@@ -72,6 +76,12 @@ class MethodConfig:
     def __post_init__(self):
         check_choice("method.optimizer", self.optimizer, BASE_OPTIMIZERS)
         _methods.check_base(self)  # learning rate, momentum, weight decay, head pattern
+        if self.nesterov and (self.optimizer != "sgd" or not self.momentum > 0):
+            raise ValueError(
+                f"method.nesterov=True needs the sgd base with momentum > 0, got optimizer="
+                f"{self.optimizer!r}, momentum={self.momentum}; set method.optimizer=sgd and "
+                "method.momentum=0.9, or method.nesterov=False."
+            )
         expected = options_type(self.name)
         options = self.options
         if options is None or (
@@ -106,8 +116,19 @@ class TrainConfig:
       seed: seeds the data order (through the state's RNG) and the new head.
       checkpoint_every: save every this many steps (and at the end); 0 = only at
         the end of each epoch.
+      checkpoint_epochs: save at the end of every this many epochs (and of the
+        last one, and when stopped). A resumed run replays the epochs since its
+        last checkpoint and ends bit-identical; with many short epochs a larger
+        value saves the save time.
       keep_checkpoints: how many to keep.
       progress: show a progress bar.
+      log_radius_gradients: FTP only: also log the mean of its radius gradient
+        ``h_t`` per constrained leaf and epoch, and the share of steps where it
+        was positive (:func:`ftp_jax.radius_gradients`; an extra element-wise pass
+        per step).
+      tensorboard: also write the metrics (train loss, validation accuracy,
+        per-leaf radius and distance) as TensorBoard event files in
+        ``<workdir>/tensorboard``.
       compute_dtype: the models' computation dtype, one of ``COMPUTE_DTYPES``:
         ``float32``, or ``bfloat16`` (mixed precision: activations, convolutions
         and matrix products in bfloat16; params, optimizer state, loss, batch-norm
@@ -124,15 +145,24 @@ class TrainConfig:
     warmup_epochs: int = 0
     seed: int = 0
     checkpoint_every: int = 0
+    checkpoint_epochs: int = 1
     keep_checkpoints: int = 2
     progress: bool = True
     compute_dtype: str = "float32"
+    log_radius_gradients: bool = False
+    tensorboard: bool = True
     method: MethodConfig = dataclasses.field(default_factory=MethodConfig)
 
     def __post_init__(self):
         check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
         check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
-        for name in ("epochs", "batch_size", "eval_batch_size", "keep_checkpoints"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "eval_batch_size",
+            "keep_checkpoints",
+            "checkpoint_epochs",
+        ):
             check_int(name, getattr(self, name), 1)
         for name in ("warmup_epochs", "seed", "checkpoint_every"):
             check_int(name, getattr(self, name), 0)

@@ -26,6 +26,7 @@ import functools
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,13 @@ from ftp_jax.train.inputs import (
 from ftp_jax.train.methods import build_method
 from ftp_jax.train.placement import Placement, is_primary_host
 from ftp_jax.train.preemption import Interrupt
+from ftp_jax.train.run_log import (
+    EventLog,
+    pinned_leaves,
+    pinned_message,
+    radius_gradient_record,
+    radius_gradient_sums,
+)
 from ftp_jax.train.steps import (
     TrainState,
     initial_train_state,
@@ -88,6 +96,9 @@ class FitResult:
     history: list[dict[str, Any]]  # one record per epoch
     skipped_steps: int  # steps skipped for a non-finite loss or gradient
     steps: int  # optimizer steps taken
+    # Leaves whose learned radius sat at its floor most of the run (leaf -> first step
+    # there): held at their pre-trained values (ftp_jax.train.run_log.pinned_leaves).
+    pinned: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -226,6 +237,7 @@ class Progress:
     best_epoch: int = 0  # 1-based; 0 before the first epoch ends
     epoch_sums: dict[str, float] = dataclasses.field(default_factory=lambda: _zero_sums())
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # epoch records
+    warned_pinned: bool = False  # the pinned-leaves warning was given
 
 
 def _zero_sums() -> dict[str, float]:
@@ -301,9 +313,15 @@ class _Run:
             _check_data(meta.get("data"), self.data, self.checkpointer.directory / str(latest))
             self.progress = Progress(**meta["progress"])
         self.metrics = _Metrics(self.workdir / "metrics.jsonl", latest)
+        self.events = EventLog(self.workdir, latest, config.tensorboard and is_primary_host())
         normalization = self.normalization
         self.train_step = jax.jit(
-            make_train_step(self.graphdef, self.method.tx, normalization=normalization),
+            make_train_step(
+                self.graphdef,
+                self.method.tx,
+                normalization=normalization,
+                radius_gradients=config.log_radius_gradients,
+            ),
             donate_argnums=0,
         )
         self.eval_step = jax.jit(make_eval_step(self.graphdef, normalization=normalization))
@@ -407,13 +425,26 @@ class _Run:
             }
         progress.epoch, progress.batch, progress.epoch_sums = progress.epoch + 1, 0, _zero_sums()
         progress.history.append(record)
-        self.save()
+        self.events.epoch(record)
+        pinned = pinned_leaves(progress.history)
+        if pinned and not progress.warned_pinned and is_primary_host():
+            progress.warned_pinned = True
+            warnings.warn(
+                pinned_message(pinned, self.config.method.name, progress.epoch), stacklevel=3
+            )
+        every = self.config.checkpoint_epochs
+        if progress.epoch % every == 0 or progress.epoch == self.config.epochs:
+            self.save()
+        elif interrupt.requested:
+            self.save()
         if interrupt.requested:
             interrupt.stop()
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+        if hasattr(self, "events"):
+            self.events.close()
         self.checkpointer.close()
 
     def result(self, tests: Sequence[EvalData], interrupt: Interrupt) -> FitResult:
@@ -449,6 +480,7 @@ class _Run:
             history=self.progress.history,
             skipped_steps=int(state.skipped_steps),
             steps=int(state.step),
+            pinned=pinned_leaves(self.progress.history),
         )
         self.metrics.write({"event": "result", "step": int(state.step), **result.to_json()})
         if is_primary_host():
@@ -613,7 +645,15 @@ def _run_settings(config: TrainConfig) -> dict[str, Any]:
     existing work directories unreadable. Fields that do not change the
     numbers (progress bars, checkpoint cadence, eval batch size) are left out.
     """
-    ignored = ("progress", "checkpoint_every", "keep_checkpoints", "eval_batch_size")
+    ignored = (
+        "progress",
+        "checkpoint_every",
+        "checkpoint_epochs",
+        "keep_checkpoints",
+        "eval_batch_size",
+        "log_radius_gradients",
+        "tensorboard",
+    )
     settings = _non_default(config, skip=(*ignored, "method"))
     method = config.method
     settings["method"] = {
@@ -669,6 +709,7 @@ def _end_of_epoch(
         "skipped_steps": int(state.skipped_steps),
         "radius": radii(state.opt_state),
         "distance": distances(state.params, anchor),
+        **radius_gradient_record(sums),
     }
 
 
@@ -681,6 +722,7 @@ def _add_metrics(sums: dict[str, Any], pending: list[dict[str, jax.Array]]) -> N
         sums["loss"] += float(metrics["loss"])
         sums["correct"] += int(metrics["correct"])
         sums["count"] += int(metrics["count"])
+        radius_gradient_sums(sums, metrics)
     pending.clear()
 
 

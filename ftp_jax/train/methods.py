@@ -303,7 +303,7 @@ def _base_optimizer(config: TrainConfig, schedule: optax.Schedule):
         return optax.adamw(schedule, weight_decay=method.weight_decay)
     return optax.chain(
         optax.add_decayed_weights(method.weight_decay),
-        optax.sgd(schedule, momentum=method.momentum or None),
+        optax.sgd(schedule, momentum=method.momentum or None, nesterov=method.nesterov),
     )
 
 

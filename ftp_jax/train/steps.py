@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+import ftp_jax
+
 __all__ = [
     "TrainState",
     "initial_train_state",
@@ -130,8 +132,14 @@ def make_train_step(
     tx: optax.GradientTransformation,
     *,
     normalization: Normalization | None = None,
+    radius_gradients: bool = False,
 ):
     """The training step: forward in train mode, backward, optimizer update.
+
+    ``radius_gradients``: also return FTP's radius gradient ``h_t`` per constrained
+    leaf (:func:`ftp_jax.radius_gradients`, from the state before the update) as
+    ``metrics["radius_gradient"]``, a dict of leaf path -> scalar; nothing for a
+    method without FTP's state.
 
     ``normalization``: ``(mean, std)`` applied on the device to ``uint8`` batch
     images (:func:`normalize_images`); float32 images are used as they are.
@@ -178,6 +186,13 @@ def make_train_step(
             "count": jnp.asarray(batch["label"].shape[0]),
             "finite": finite,
         }
+        if radius_gradients:
+            gradients = ftp_jax.radius_gradients(state.opt_state, grads)
+            if gradients is not None:
+                flat = jax.tree_util.tree_flatten_with_path(gradients)[0]
+                metrics["radius_gradient"] = {
+                    ftp_jax.leaf_path(path): value for path, value in flat if value is not None
+                }
         return new_state, metrics
 
     return train_step

@@ -7,6 +7,8 @@ from typing import Any
 import jax
 import optax
 
+from ftp_jax._layout import LeafScalars
+
 __all__ = ["radii", "radius_gradients"]
 
 PyTree = Any
@@ -55,7 +57,10 @@ def radii(opt_state: Any) -> PyTree | None:
             f"{len(found)} states in the optimizer state carry radii "
             f"({', '.join(type(x).__name__ for x in found)}); read one of them directly."
         )
-    return jax.tree_util.tree_map(_radius_value, found[0].radius, is_leaf=_is_radius_leaf)
+    radius = found[0].radius
+    if isinstance(radius, LeafScalars):  # one vector per dtype (ftp_jax._layout)
+        return radius.tree()
+    return jax.tree_util.tree_map(_radius_value, radius, is_leaf=_is_radius_leaf)
 
 
 def _is_ftp_state(x: Any) -> bool:

@@ -106,9 +106,10 @@ class FTPProblem:
         full = f"ftp/{config}/config/{key}"
         return self.data[full].item() if full in self.data else default
 
-    def optimizer(self, config: str) -> optax.GradientTransformation:
-        """The reference's AdamP / SGDP for ``config``, through the shortcuts."""
-        kwargs = dict(k=self.config(config, "k"), mask=self.mask, row_axes=self.row_axes)
+    def optimizer(self, config: str, **options) -> optax.GradientTransformation:
+        """The reference's AdamP / SGDP for ``config``, through the shortcuts (``options``:
+        more of their arguments, e.g. ``layout``)."""
+        kwargs = dict(k=self.config(config, "k"), mask=self.mask, row_axes=self.row_axes, **options)
         lr, wd = self.config(config, "lr"), self.config(config, "weight_decay")
         if self.config(config, "opt") == "adamp":
             return ftp_jax.ftp_adamw(lr, weight_decay=wd, **kwargs)

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ftp_jax._layout import Buckets, LeafScalars
 from ftp_jax.train.steps import TrainState
 
 __all__ = ["Placement", "is_primary_host"]
@@ -65,6 +66,24 @@ class Placement:
         spec[axis] = "data"
         return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(*spec))
 
+    def _place(self, x: Any) -> Any:
+        """One state array (sharded as :meth:`sharding_of` says); a method's per-leaf
+        scalars (ftp_jax._layout.LeafScalars) replicated; a bucket of stacked leaves
+        (ftp_jax._layout.Buckets) split as one of its leaves, the stacking axis whole."""
+        if isinstance(x, LeafScalars):
+            return jax.tree_util.tree_map(lambda v: _put(v, self._replicated), x)
+        if isinstance(x, Buckets):
+
+            def stacked(v):
+                spec = self.sharding_of(np.broadcast_to(False, np.shape(v)[1:])).spec
+                sharding = jax.sharding.NamedSharding(
+                    self.mesh, jax.sharding.PartitionSpec(None, *spec)
+                )
+                return _put(v, sharding)
+
+            return jax.tree_util.tree_map(stacked, x)
+        return _put(x, self.sharding_of(x))
+
     def replicate(self, tree: PyTree) -> PyTree:
         """Places a state tree: replicated, or sharded like the params (``shard_params``).
 
@@ -73,7 +92,9 @@ class Placement:
         """
         if self.mesh is None:
             return jax.device_put(tree, jax.devices()[0])
-        placed = jax.tree_util.tree_map(lambda x: _put(x, self.sharding_of(x)), tree)
+        placed = jax.tree_util.tree_map(
+            self._place, tree, is_leaf=lambda x: isinstance(x, (LeafScalars, Buckets))
+        )
         if isinstance(placed, TrainState):  # the RNG key's data: one key, never split
             placed = placed._replace(rng=_put(tree.rng, self._replicated))
         return placed

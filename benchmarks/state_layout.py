@@ -1,0 +1,224 @@
+"""FTP's state layouts (issue 24): arrays, kernels, bytes and CPU time next to the base.
+
+Command (from the repository root)::
+
+    .venv/bin/python benchmarks/state_layout.py            # ResNet-50 and ViT-B/16 (~10 min)
+    .venv/bin/python benchmarks/state_layout.py --quick    # smoke run (seconds)
+    .venv/bin/python benchmarks/state_layout.py --device gpu   # the same on CUDA
+
+For each base optimizer and each FTP ``layout`` (and, with ``--ftp-before PATH``,
+another version of ``ftp_jax/_ftp.py``, e.g. the per-leaf state before issue 24),
+one jitted update step ``(params, state, grads) -> (params, state)`` with params
+and state donated, on a random tree with the real shapes
+(:mod:`benchmarks._shapes`, every leaf constrained). The deterministic figures,
+the same on any machine with the same JAX version:
+
+- ``state_arrays``: arrays in ``tx.init(params)``;
+- ``step_arrays_in`` / ``step_arrays_out``: arrays the jitted step takes in
+  (params, state, gradients) and gives back (params, state);
+- ``kernels``: instructions of the compiled step's ENTRY computation other than
+  parameters, constants, tuples, get-tuple-elements and bitcasts (fusions,
+  copies, custom calls, reductions left unfused: what the device launches);
+- ``bytes_accessed_per_param_byte``, ``temp_per_param_byte``: XLA's cost and
+  memory analyses (:func:`benchmarks._common.compiled_costs`).
+
+And timed (machine- and load-dependent): the methods run round-robin after
+warm-up; ``cpu_ratio_to_base`` is the median over rounds of this process's CPU
+seconds for the step divided by the base's in the same round (less sensitive to
+other processes than wall time), ``wall_ratio_to_base`` the same with wall time.
+
+Prints its tables; ``--out benchmarks/results/state_layout_<device>.json`` updates the
+committed JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import _common, _shapes  # noqa: E402
+from benchmarks.update_step import _quick_shapes  # noqa: E402
+
+NOT_KERNELS = ("parameter", "constant", "tuple", "get-tuple-element", "bitcast")
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%\S+\s*=\s*.*?\s([a-z][a-z0-9-]*)\(")
+
+
+def count_kernels(hlo_text: str) -> dict[str, int]:
+    """Opcode counts of the ENTRY computation's instructions that are kernels."""
+    lines = hlo_text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("ENTRY"))
+    counts: dict[str, int] = {}
+    for line in lines[start + 1 :]:
+        if line.startswith("}"):
+            break
+        match = _INSTRUCTION.match(line)
+        if match and match.group(1) not in NOT_KERNELS:
+            counts[match.group(1)] = counts.get(match.group(1), 0) + 1
+    return counts
+
+
+def methods(bases: list[str], layouts: list[str], before_module) -> dict:
+    """``name -> (transform, base name or None)``."""
+    import ftp_jax
+
+    zoo = _common.base_optimizers()
+    rows = {}
+    for base in bases:
+        rows[base] = (zoo[base], None)
+        if before_module is not None:
+            rows[f"ftp({base}) [before]"] = (before_module.ftp(zoo[base]), base)
+        for layout in layouts:
+            rows[f"ftp({base}) layout={layout}"] = (ftp_jax.ftp(zoo[base], layout=layout), base)
+    return rows
+
+
+def run_model(name, shapes, args, before_module) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    grads = _shapes.random_tree(shapes, seed=1, scale=1e-3)
+    params = _shapes.random_tree(shapes, seed=0)
+    param_bytes = _common.tree_bytes(grads)
+    n_leaves = len(jax.tree_util.tree_leaves(params))
+    rows = methods(args.bases, args.layouts, before_module)
+    steps, info = {}, {}
+    for row, (tx, base) in rows.items():
+
+        def step(params, state, grads, tx=tx):
+            updates, state = tx.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+
+        holder = {"params": jax.tree_util.tree_map(jnp.copy, params)}
+        holder["state"] = jax.jit(tx.init)(holder["params"])
+        state_arrays = len(jax.tree_util.tree_leaves(holder["state"]))
+        compiled = (
+            jax.jit(step, donate_argnums=(0, 1)).lower(holder["params"], holder["state"], grads)
+        ).compile()
+        kernels = count_kernels(compiled.as_text())
+        entry = {
+            "base": base,
+            "state_arrays": state_arrays,
+            "step_arrays_in": 2 * n_leaves + state_arrays,
+            "step_arrays_out": n_leaves + state_arrays,
+            "kernels": sum(kernels.values()),
+            "kernel_opcodes": dict(sorted(kernels.items(), key=lambda kv: -kv[1])),
+            "state_bytes_per_param_byte": _common.tree_bytes(holder["state"]) / param_bytes,
+            **_common.compiled_costs(compiled, param_bytes),
+        }
+        info[row] = entry
+
+        def run(holder=holder, compiled=compiled):
+            holder["params"], holder["state"] = compiled(holder["params"], holder["state"], grads)
+            jax.block_until_ready((holder["params"], holder["state"]))
+
+        steps[row] = run
+    del params
+    cpu_times: dict[str, list[float]] = {}
+    times = _common.interleaved_times(
+        steps, rounds=args.rounds, warmup=args.warmup, cpu_times=cpu_times
+    )
+    table = []
+    for row, samples in times.items():
+        entry = info[row]
+        entry.update(_common.summarize(samples))
+        entry["cpu_median_s"] = float(np.median(cpu_times[row]))
+        if entry["base"] is not None:
+            base = info[entry["base"]]
+            entry["cpu_ratio_to_base"] = _common.paired_ratio(cpu_times, row, entry["base"])
+            entry["wall_ratio_to_base"] = _common.paired_ratio(times, row, entry["base"])
+            entry["kernels_ratio_to_base"] = entry["kernels"] / base["kernels"]
+            entry["step_arrays_ratio_to_base"] = (
+                entry["step_arrays_in"] + entry["step_arrays_out"]
+            ) / (base["step_arrays_in"] + base["step_arrays_out"])
+        table.append(
+            [
+                row,
+                entry["state_arrays"],
+                f"{entry['step_arrays_in']}/{entry['step_arrays_out']}",
+                entry["kernels"],
+                entry.get("bytes_accessed_per_param_byte", float("nan")),
+                entry.get("temp_per_param_byte", float("nan")),
+                1e3 * entry["median_s"],
+                entry.get("cpu_ratio_to_base", 1.0),
+            ]
+        )
+    n_params = int(sum(np.prod(s) for _, s in shapes))
+    _common.print_table(
+        [
+            "method",
+            "state arrays",
+            "step in/out",
+            "kernels",
+            "bytes/param-byte",
+            "temp/param-byte",
+            "median ms",
+            "CPU-s x base",
+        ],
+        table,
+        title=f"{name}: {n_params:,} params, {n_leaves} leaves, {args.rounds} rounds",
+    )
+    return {"params": n_params, "leaves": n_leaves, "param_bytes": param_bytes, "methods": info}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    _common.add_common_flags(parser, default_rounds=15)
+    parser.add_argument(
+        "--models", default="resnet50,vit_b16", help="comma-separated: resnet50, vit_b16"
+    )
+    parser.add_argument(
+        "--bases", default="sgd+momentum,adamw", help="comma-separated: sgd, sgd+momentum, adamw"
+    )
+    parser.add_argument(
+        "--layouts", default="leaves,buckets", help="comma-separated ftp layouts to compare"
+    )
+    parser.add_argument(
+        "--ftp-before",
+        type=Path,
+        default=None,
+        help="another version of ftp_jax/_ftp.py (e.g. the per-leaf state before issue 24)",
+    )
+    args = parser.parse_args(argv)
+    args.bases = args.bases.split(",")
+    args.layouts = args.layouts.split(",")
+    if args.quick:
+        args.rounds, args.warmup = min(args.rounds, 2), 1
+    _common.select_device(args.device)
+    before = _common.load_ftp_module(args.ftp_before) if args.ftp_before else None
+    result = {
+        "benchmark": "state_layout",
+        "machine": _common.machine(),
+        "load_average_start": _common.load_average(),
+        "settings": {
+            "rounds": args.rounds,
+            "warmup": args.warmup,
+            "quick": args.quick,
+            "bases": args.bases,
+            "layouts": args.layouts,
+            "ftp_before": str(args.ftp_before) if args.ftp_before else None,
+            "mask": "every leaf constrained (ftp's default)",
+            "kernels": "ENTRY instructions other than " + ", ".join(NOT_KERNELS),
+        },
+        "models": {},
+    }
+    models = (
+        {"quick": _quick_shapes()}
+        if args.quick
+        else {name: _shapes.SHAPE_LISTS[name]() for name in args.models.split(",")}
+    )
+    for name, shapes in models.items():
+        result["models"][name] = run_model(name, shapes, args, before)
+    result["load_average_end"] = _common.load_average()
+    default_name = f"state_layout_{args.device}{'_quick' if args.quick else ''}.json"
+    _common.write_json(result, args.out, default_name)
+    return result
+
+
+if __name__ == "__main__":
+    main()

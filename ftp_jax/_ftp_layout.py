@@ -1,0 +1,356 @@
+"""FTP's state and step in the layouts of :mod:`ftp_jax._layout`.
+
+The math is :func:`ftp_jax._ftp.ftp_leaf_update`'s, split in three so that the
+per-leaf scalars (the radius and its Adam moments) are updated as vectors, once
+per dtype, between two passes over the buckets:
+
+1. per bucket (:func:`bucket_statistics`): the displacement :math:`c_t`, its
+   inverse row norms, :math:`h_t` and :math:`\\max n_t`, one per leaf;
+2. per dtype (:func:`radius_adam`): the radius Adam on the vectors of
+   :math:`h_t`, :math:`\\max n_t`, :math:`\\gamma`, :math:`m`, :math:`v`;
+3. per bucket (:func:`bucket_projection`): the projection with the new radii.
+
+In the ``"leaves"`` layout a bucket is one leaf, unstacked, and every operation
+is the per-leaf code's (the same reductions over the same axes); in
+``"buckets"`` the leaves of a bucket are stacked on a leading axis, and each
+reduction runs over every axis but that one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ftp_jax import _layout
+from ftp_jax._layout import Buckets, LeafScalars, StateLayout
+from ftp_jax._projection import compute_dtype, radial_projection, row_sums
+
+__all__ = ["bucket_projection", "bucket_statistics", "init_fields", "radius_adam", "update"]
+
+PyTree = Any
+
+# The reference's constants (GT-RIPL/FTP util/FTP.py), as in ftp_jax._ftp.
+MIN_RADIUS = 1e-8
+FIRST_RADIUS = float(jnp.float32(1e-8))
+NORM_EPS = 1e-8
+RADIUS_ADAM_EPS = 1e-8
+
+
+def _frame(kept_axes: tuple[int, ...], ndim: int, stacked: bool):
+    """``(kept axes, item axes)`` of a buffer: the rows' axes and the axes of one leaf
+    (all axes; with ``stacked``, all but the leading bucket axis, which is kept)."""
+    if not stacked:
+        return kept_axes, tuple(range(ndim))
+    return (0, *(a + 1 for a in kept_axes)), tuple(range(1, ndim + 1))
+
+
+def item_norms(x, kept_axes, item_axes, norm: str):
+    """:func:`ftp_jax.row_norms` of each leaf in ``x`` (one leaf, or a stack of leaves)."""
+    if norm == "mars":
+        return row_sums(jnp.abs(x), kept_axes)
+    return jnp.sqrt(jnp.sum(jnp.square(x), axis=item_axes, keepdims=True))
+
+
+def bucket_statistics(
+    param,
+    gradient,
+    base_update,
+    anchor,
+    prev_displacement,
+    prev_inverse_norm,
+    *,
+    kept_axes,
+    item_axes,
+    norm,
+    dtype,
+):
+    r"""Step 1 for one bucket: ``(c_t, 1 / n_t, h_t, max n_t)``.
+
+    :math:`c_t = \theta_{t-1} + u_t - w_0`, :math:`n_t = R(c_t) + 10^{-8}`,
+    :math:`h_t = \sum g_t \odot c_{t-1} / n_{t-1}` (row sums first, then scaled, as
+    the reference's ``_dot``); ``h_t`` and ``max n_t`` keep the item axes as size 1.
+    """
+    anchor = anchor.astype(param.dtype)  # a no-op unless `anchor_dtype` is set
+    prev_displacement = prev_displacement.astype(dtype)  # a no-op by default
+    radius_grad = jnp.sum(
+        row_sums(gradient.astype(dtype) * prev_displacement, kept_axes) * prev_inverse_norm,
+        axis=item_axes,
+        keepdims=True,
+    )
+    # c_t made to depend on h_t (a NaN h_t makes c_t NaN; otherwise no number changes):
+    # orders XLA's reads of c_{t-1} before its writes of c_t, so that c_t is written in
+    # place into c_{t-1}'s donated buffer (see ftp_jax._ftp.ftp_leaf_update).
+    ordered_anchor = jnp.where(jnp.isnan(radius_grad), jnp.nan, anchor)
+    displacement = param + base_update - ordered_anchor
+    norms = item_norms(displacement.astype(dtype), kept_axes, item_axes, norm) + NORM_EPS
+    inverse_norm = 1.0 / norms
+    max_norm = jnp.max(norms, axis=item_axes, keepdims=True)
+    return displacement, inverse_norm, radius_grad.astype(dtype), max_norm.astype(dtype)
+
+
+def radius_adam(
+    radius, mu, nu, radius_grad, max_norm, *, k, step, first_step, learning_rate, b1, b2
+):
+    """Step 2, element-wise (vectors of one dtype): FTP's radius Adam and clip.
+
+    The same operations, in the same order, as :func:`ftp_jax._ftp.ftp_leaf_update`.
+    """
+    dtype = radius.dtype
+    radius_grad = jnp.where(radius_grad > 0, k * radius_grad, radius_grad)
+    new_mu = b1 * mu + (1 - b1) * radius_grad
+    new_nu = b2 * nu + (1 - b2) * jnp.square(radius_grad)
+    mu_hat = optax.tree_utils.tree_bias_correction(new_mu, b1, step.astype(dtype))
+    nu_hat = optax.tree_utils.tree_bias_correction(new_nu, b2, step.astype(dtype))
+    new_radius = radius - learning_rate * mu_hat / (jnp.sqrt(nu_hat) + RADIUS_ADAM_EPS)
+    new_radius = jnp.clip(new_radius, MIN_RADIUS, max_norm)
+    new_radius = jnp.where(first_step, jnp.asarray(FIRST_RADIUS, dtype), new_radius)
+    new_mu = jnp.where(first_step, mu, new_mu)
+    new_nu = jnp.where(first_step, nu, new_nu)
+    return new_radius, new_mu, new_nu
+
+
+def bucket_projection(
+    param, base_update, anchor, displacement, inverse_norm, radius, *, kept_axes, stored_dtype
+):
+    r"""Step 3 for one bucket: :math:`\theta_t = w_0 + \mathrm{clip}(\gamma_t / n_t, 0, 1)
+    c_t`; returns ``(update, stored displacement)``. ``radius`` has the item axes as
+    size 1."""
+    anchor = anchor.astype(param.dtype)
+    projected_displacement, _ = radial_projection(
+        displacement, radius, kept_axes, inverse_norm=inverse_norm
+    )
+    projected = anchor + projected_displacement
+    update = (projected - param).astype(base_update.dtype)
+    return update, displacement.astype(stored_dtype)
+
+
+# --- init --------------------------------------------------------------------------
+
+
+def init_fields(
+    params: PyTree,
+    plans: Sequence[Any],
+    kind: str,
+    anchor_tree: PyTree,
+    *,
+    norm: str,
+    displacement_dtype: Any,
+) -> dict[str, Any]:
+    """FTP's state fields ``anchor`` .. ``prev_inverse_norm`` in layout ``kind``.
+
+    ``anchor_tree`` is the anchor to keep (a copy, in its storage dtype, with
+    ``optax.MaskedNode`` at excluded leaves: :func:`ftp_jax._skeleton.anchor_tree`).
+    """
+    layout = _layout.make_layout(params, plans, kind)
+    if layout.empty:  # tree_map_params's placeholder: params-shaped fields stay params-shaped
+        same = jax.tree_util.tree_map(lambda x: x, params)
+        empty = _layout.empty_field()
+        return dict(
+            anchor=anchor_tree if kind == "leaves" else empty,
+            radius=empty,
+            radius_mu=empty,
+            radius_nu=empty,
+            prev_displacement=same if kind == "leaves" else empty,
+            prev_inverse_norm=same if kind == "leaves" else empty,
+        )
+    treedef = jax.tree_util.tree_structure(params)
+    flat = treedef.flatten_up_to(params)
+    flat_anchor = treedef.flatten_up_to(anchor_tree)
+    anchors, displacements, inverse_norms = [], [], []
+    for bucket, members in enumerate(layout.buckets):
+        plan = plans[members[0]]
+        param = _layout.stack(layout, bucket, flat)
+        ndim = jnp.ndim(flat[members[0]])
+        kept, items = _frame(plan.kept_axes, ndim, layout.stacked)
+        dtype = compute_dtype(jnp.result_type(param))
+        anchors.append(
+            flat_anchor[members[0]]
+            if not layout.stacked
+            else _layout.stack(layout, bucket, flat_anchor)
+        )
+        displacements.append(jnp.zeros_like(param, dtype=displacement_dtype))
+        norms_shape = jax.eval_shape(
+            lambda x, kept=kept, items=items: item_norms(x, kept, items, norm),
+            jax.ShapeDtypeStruct(jnp.shape(param), dtype),
+        ).shape
+        inverse_norms.append(jnp.zeros(norms_shape, dtype))
+    if layout.stacked:
+        inverse_norms = [
+            _layout.constrain(layout, b, x, like=jnp.shape(d))
+            for b, (x, d) in enumerate(zip(inverse_norms, displacements, strict=True))
+        ]
+        displacements = [_layout.constrain(layout, b, x) for b, x in enumerate(displacements)]
+    zeros = LeafScalars.full(layout)
+    return dict(
+        anchor=anchor_tree if not layout.stacked else Buckets(anchors, layout),
+        radius=zeros,
+        radius_mu=LeafScalars.full(layout),
+        radius_nu=LeafScalars.full(layout),
+        prev_displacement=_layout.buffers_field(layout, displacements, treedef),
+        prev_inverse_norm=_layout.buffers_field(layout, inverse_norms, treedef),
+    )
+
+
+# --- update ------------------------------------------------------------------------
+
+
+def state_layout(radius: Any, method: str = "FTP") -> StateLayout | None:
+    """The layout recorded in a state's ``radius`` field (``None`` for empty params)."""
+    if isinstance(radius, LeafScalars):
+        return radius.layout
+    if hasattr(radius, "shape") and jnp.shape(radius) == (0,):
+        return None
+    raise ValueError(
+        f"The {method} state holds its radii as {type(radius).__name__}, not in this "
+        "version's layout (one vector per dtype, ftp_jax._layout.LeafScalars): it was "
+        "made by an older ftp_jax (e.g. restored from an old checkpoint). Initialize a new "
+        "state with tx.init(params), or restore the checkpoint with the ftp_jax version "
+        "that wrote it."
+    )
+
+
+def update(
+    gradients: PyTree,
+    base_updates: PyTree,
+    params: PyTree,
+    plans: Sequence[Any],
+    fields: Sequence[Any],
+    *,
+    norm: str,
+    k: Any,
+    step: Any,
+    first_step: Any,
+    learning_rate: Any,
+    b1: Any,
+    b2: Any,
+    method: str = "FTP",
+) -> tuple[PyTree, tuple[Any, ...]]:
+    """One FTP step in the state's layout.
+
+    Args:
+      fields: the state's ``(anchor, radius, radius_mu, radius_nu, prev_displacement,
+        prev_inverse_norm)``.
+
+    Returns:
+      ``(updates like the params, new fields)``.
+
+    Raises:
+      ValueError: params of another structure, or a ``mask`` that changed since
+        ``init`` (naming the leaf).
+    """
+    anchor, radius, mu, nu, prev_displacement, prev_inverse_norm = fields
+    layout = state_layout(radius, method)
+    if layout is None:  # no params leaves
+        return base_updates, tuple(fields)
+    treedef = jax.tree_util.tree_structure(params)
+    # Leaf counts, not tree structures: nnx.Optimizer initializes with Variables and
+    # updates with their values.
+    if treedef.num_leaves != layout.treedef.num_leaves:
+        raise ValueError(
+            f"The params have {treedef.num_leaves} leaves, but the {method} state was "
+            f"initialized with params of {layout.treedef.num_leaves}; was it initialized "
+            "with other params?"
+        )
+    for plan, constrained in zip(plans, layout.constrained, strict=True):
+        if plan.constrained != constrained:
+            raise ValueError(
+                f"`mask` at {plan.path!r} is {plan.constrained} now but was {constrained} "
+                f"when the {method} state was initialized; the mask must not change between "
+                "init and update."
+            )
+    flat_params = treedef.flatten_up_to(params)
+    flat_grads = treedef.flatten_up_to(gradients)
+    flat_base = treedef.flatten_up_to(base_updates)
+    anchors = _layout.bucket_buffers(layout, anchor, "anchor", treedef)
+    displacements = _layout.bucket_buffers(layout, prev_displacement, "displacement", treedef)
+    inverse_norms = _layout.bucket_buffers(layout, prev_inverse_norm, "inverse norm", treedef)
+
+    statistics, frames, stacked_inputs = [], [], []
+    for bucket, members in enumerate(layout.buckets):
+        plan = plans[members[0]]
+        param = _layout.stack(layout, bucket, flat_params)
+        gradient = _layout.stack(layout, bucket, flat_grads)
+        base_update = _layout.stack(layout, bucket, flat_base)
+        ndim = param.ndim - (1 if layout.stacked else 0)
+        kept, items = _frame(plan.kept_axes, ndim, layout.stacked)
+        dtype = jnp.dtype(layout.groups[layout.bucket_groups[bucket]])
+        statistics.append(
+            bucket_statistics(
+                param,
+                gradient,
+                base_update,
+                anchors[bucket],
+                displacements[bucket],
+                inverse_norms[bucket],
+                kept_axes=kept,
+                item_axes=items,
+                norm=norm,
+                dtype=dtype,
+            )
+        )
+        frames.append((kept, items))
+        stacked_inputs.append((param, base_update))
+
+    radius_grads = _layout.scalars_from_buckets(layout, [s[2] for s in statistics])
+    max_norms = _layout.scalars_from_buckets(layout, [s[3] for s in statistics])
+    new = [
+        radius_adam(
+            r,
+            m,
+            v,
+            h,
+            n,
+            k=k,
+            step=step,
+            first_step=first_step,
+            learning_rate=learning_rate,
+            b1=b1,
+            b2=b2,
+        )
+        for r, m, v, h, n in zip(
+            radius.vectors,
+            mu.vectors,
+            nu.vectors,
+            radius_grads.vectors,
+            max_norms.vectors,
+            strict=True,
+        )
+    ]
+    new_radius = LeafScalars([x[0] for x in new], layout)
+    new_mu = LeafScalars([x[1] for x in new], layout)
+    new_nu = LeafScalars([x[2] for x in new], layout)
+
+    flat_updates = list(flat_base)  # excluded leaves: the base optimizer's update
+    new_displacements, new_inverse_norms = [], []
+    for bucket, (stats, (kept, _), (param, base_update)) in enumerate(
+        zip(statistics, frames, stacked_inputs, strict=True)
+    ):
+        displacement, inverse_norm = stats[0], stats[1]
+        bucket_radius = _layout.bucket_scalars(layout, new_radius, bucket)
+        bucket_radius = jnp.reshape(bucket_radius, jnp.shape(stats[2]))
+        bucket_update, stored = bucket_projection(
+            param,
+            base_update,
+            anchors[bucket],
+            displacement,
+            inverse_norm,
+            bucket_radius,
+            kept_axes=kept,
+            stored_dtype=displacements[bucket].dtype,
+        )
+        for index, value in _layout.unstack(layout, bucket, bucket_update):
+            flat_updates[index] = value
+        new_displacements.append(stored)
+        new_inverse_norms.append(inverse_norm)
+    return treedef.unflatten(flat_updates), (
+        anchor,
+        new_radius,
+        new_mu,
+        new_nu,
+        _layout.buffers_field(layout, new_displacements, treedef),
+        _layout.buffers_field(layout, new_inverse_norms, treedef),
+    )

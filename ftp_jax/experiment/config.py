@@ -477,10 +477,54 @@ def validate(config: ExperimentConfig) -> None:
             raise refuse(f"regimes.{i}.percent={regime.percent!r}", error) from None
         for name in ("epochs", "batch_size"):
             check_int(f"regimes.{i}.{name} (0 = finetune.{name}'s)", getattr(regime, name), 0)
-        _validate_regime(config, i, regime)
+    runs = [("pretrain", config.pretrain)]
+    for i, regime in enumerate(config.regimes):
+        runs += _validate_regime(config, i, regime)
+    _validate_on_model(config, runs)
 
 
-def _validate_regime(config: ExperimentConfig, index: int, regime: Regime) -> None:
+_ABSTRACT_PARAMS: dict = {}  # channels -> _abstract_params(channels)
+
+
+def _abstract_params(channels: int):
+    """The paths and shapes of ``run.py``'s models (``jax.ShapeDtypeStruct``: no device)."""
+    if channels in _ABSTRACT_PARAMS:
+        return _ABSTRACT_PARAMS[channels]
+    import jax
+    from flax import nnx
+
+    from ftp_jax.models import SmallCNN, replace_head
+    from ftp_jax.train.steps import split_model
+
+    def params():
+        model = SmallCNN(channels=channels, rngs=nnx.Rngs(0))
+        return split_model(replace_head(model, 10, rngs=nnx.Rngs(1)))[1]
+
+    _ABSTRACT_PARAMS[channels] = jax.eval_shape(params)
+    return _ABSTRACT_PARAMS[channels]
+
+
+def _validate_on_model(config: ExperimentConfig, runs: list[tuple[str, TrainConfig]]) -> None:
+    """Each run's method built for the experiment's model (abstract: no device, no data)."""
+    from ftp_jax.train.methods import check_method_for
+
+    abstract = _abstract_params(config.channels)
+    checked = set()
+    for where, run in runs:
+        if repr(run.method) in checked:
+            continue
+        try:
+            check_method_for(run, abstract)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+        checked.add(repr(run.method))
+
+
+def _validate_regime(
+    config: ExperimentConfig, index: int, regime: Regime
+) -> list[tuple[str, TrainConfig]]:
+    """Every run config of ``regime`` (each checked as it is built), with where it comes from."""
+    runs = []
     # The key that sets this regime's epochs: what the user changes to fix a derived value.
     epochs_key = f"regimes.{index}.epochs" if regime.epochs else "finetune.epochs"
     try:
@@ -506,7 +550,7 @@ def _validate_regime(config: ExperimentConfig, index: int, regime: Regime) -> No
             )
         if not row.tune:
             try:
-                dataclasses.replace(finetune, method=row.method)
+                runs.append((f"{name} {where}", dataclasses.replace(finetune, method=row.method)))
             except ValueError as error:
                 raise ValueError(
                     f"{name} {where}: {error} (the row's keys: methods.{j}.method.*)"
@@ -516,7 +560,7 @@ def _validate_regime(config: ExperimentConfig, index: int, regime: Regime) -> No
         for value in row.grid:
             try:
                 method = row.with_setting(value, epochs)
-                dataclasses.replace(finetune, method=method)
+                run = dataclasses.replace(finetune, method=method)
             except (ValueError, TypeError) as error:
                 shown = f"{row.tune}={value!r}"
                 raise ValueError(
@@ -524,6 +568,7 @@ def _validate_regime(config: ExperimentConfig, index: int, regime: Regime) -> No
                     f"{shown} is refused: {error}"
                 ) from None
             derived.append(method)
+            runs.append((f"methods.{j} ({row.label!r}) with {row.tune}={value!r} {where}", run))
         if len(set(map(repr, derived))) != len(derived):
             raise ValueError(
                 f"methods.{j}.grid={row.grid} of {row.label!r} {where}: two of its values give "
@@ -531,3 +576,4 @@ def _validate_regime(config: ExperimentConfig, index: int, regime: Regime) -> No
                 f"{[m.options for m in derived]}); choose values that differ there, or "
                 f"change {epochs_key}."
             )
+    return runs

@@ -96,8 +96,12 @@ def _main(args: argparse.Namespace, cluster: dict) -> int:
     config = cli.load_config(
         args.config, RecipeConfig, other_clis={ExperimentConfig: "python -m ftp_jax.experiment"}
     )
-    config = cli.configure(config, args.set, print_config=args.print_config)
+    config = cli.configure(config, args.set, print_config=False)
+    check_config(config, args)  # every derived setting, before any input is read
     if args.print_config:
+        from ftp_jax.train.config import format_config
+
+        print(format_config(config))
         return 0
     cli.quiet(progress=not args.no_progress)
     from ftp_jax.recipes.run import check_inputs, run_recipe
@@ -124,6 +128,17 @@ def _main(args: argparse.Namespace, cluster: dict) -> int:
     )
     print(json.dumps(summary, indent=1))
     return 0
+
+
+def check_config(config, args: argparse.Namespace) -> None:
+    """:func:`ftp_jax.recipes.config.validate`; a refused setting is a usage error (exit 2)."""
+    from ftp_jax.recipes.config import validate
+
+    try:
+        validate(config)
+    except ValueError as error:
+        after = f" after --set {' --set '.join(args.set)}" if args.set else ""
+        raise cli.UsageError(f"the config{after} is refused: {error}") from None
 
 
 if __name__ == "__main__":

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
 from ftp_jax.data.imagenet_classes import CLASS_SUBSETS, class_subset_indices
 from ftp_jax.models.kinds import MODEL_KINDS
-from ftp_jax.train._checks import check_choice
+from ftp_jax.train._checks import check_choice, check_int
 from ftp_jax.train.config import MethodConfig, TrainConfig
 from ftp_jax.train.methods import TPGMOptions
 
-__all__ = ["RecipeConfig", "MODELS", "domainnet", "imagenet_vit_posthoc"]
+__all__ = ["RecipeConfig", "MODELS", "domainnet", "imagenet_vit_posthoc", "validate"]
 
 MODELS = tuple(MODEL_KINDS)  # the model kinds' names: ftp_jax.models.MODEL_KINDS
 DOMAINNET_OOD = (
@@ -66,6 +67,15 @@ class RecipeConfig:
 
     def __post_init__(self):
         check_choice("model", self.model, MODELS)
+        for name in ("num_classes", "image_size"):
+            check_int(name, getattr(self, name), 1)
+        check_int("train_percent", self.train_percent, 1)
+        for key in ("train", "validation", "id_test"):
+            _check_split(key, getattr(self, key))
+        for i, entry in enumerate(self.ood):
+            _check_split(f"ood.{i}", entry)
+        if not isinstance(self.shard_params, bool):
+            raise ValueError(f"shard_params must be True or False, got {self.shard_params!r}.")
         if self.normalization not in ("clip", "imagenet"):
             raise ValueError(f"unknown normalization {self.normalization!r}: clip or imagenet.")
         evaluated = {name for name, _ in (self.validation, self.id_test, *self.ood)}
@@ -89,6 +99,81 @@ class RecipeConfig:
                     return class_subset_indices(subset)
                 return np.asarray(subset, np.int32)
         return None
+
+
+def _check_split(key: str, entry) -> None:
+    if not (
+        isinstance(entry, tuple) and len(entry) == 2 and all(isinstance(p, str) for p in entry)
+    ):
+        raise ValueError(
+            f"{key} must be a (dataset, split) pair of TFDS names, e.g. ('domainnet/real', "
+            f"'train'), got {entry!r}."
+        )
+
+
+def validate(config: RecipeConfig) -> None:
+    """Checks every setting the recipe derives from ``config``, in seconds, before any work.
+
+    The dataclasses check their own fields when built; this checks what the run
+    derives from several: the training split of ``train_percent``, the class
+    subsets against ``num_classes``, and the method built for the recipe's model
+    (constructed abstractly, ``jax.eval_shape``: no device touched, no weights
+    read): ``finetune.method.head_pattern`` matches its head, MARS-PGM's radius
+    rules cover its backbone, the row rule fits every leaf. ``python -m
+    ftp_jax.recipes`` runs it after ``--set`` (also for ``--print-config``).
+
+    Raises:
+      ValueError: naming the keys, the values, the rule and how to fix it.
+    """
+    from ftp_jax import data
+
+    name, split = config.train
+    if config.train_percent != 100:
+        try:
+            data.percent_split(split, config.train_percent)
+        except ValueError as error:
+            raise ValueError(
+                f"train_percent={config.train_percent} of train={config.train}: {error} "
+                "(train_percent takes the first percent of a plain split; give a plain split "
+                "name, or train_percent=100 with a sliced split)"
+            ) from None
+    for i, (dataset, subset) in enumerate(config.class_subsets):
+        indices = config.class_subset_of(dataset) if isinstance(subset, str) else subset
+        bad = [int(k) for k in np.asarray(indices).ravel() if not 0 <= int(k) < config.num_classes]
+        if bad or not len(indices):
+            raise ValueError(
+                f"class_subsets.{i} ({dataset!r}, {subset!r}) has labels outside the model's "
+                f"{config.num_classes} classes (num_classes), e.g. {bad[:5]}, or none; give "
+                f"label indices in [0, {config.num_classes})."
+            )
+    _validate_on_model(config)
+
+
+@functools.lru_cache(maxsize=8)
+def _abstract_params(model: str, num_classes: int, image_size: int):
+    """The params of the recipe's model as ``jax.ShapeDtypeStruct`` (no device, no weights)."""
+    import jax
+    from flax import nnx
+
+    from ftp_jax.models import build_model
+    from ftp_jax.train.steps import split_model
+
+    def params():
+        built = build_model(model, num_classes, image_size=image_size, rngs=nnx.Rngs(0))
+        return split_model(built)[1]
+
+    return jax.eval_shape(params)
+
+
+def _validate_on_model(config: RecipeConfig) -> None:
+    from ftp_jax.train.methods import check_method_for
+
+    params = _abstract_params(config.model, config.num_classes, config.image_size)
+    try:
+        row_axes = MODEL_KINDS[config.model].row_axes  # as recipes.run.row_axes_of
+        check_method_for(config.finetune, params, row_axes=row_axes)
+    except ValueError as error:
+        raise ValueError(f"finetune.method on the {config.model} model: {error}") from None
 
 
 def domainnet(method: str, *, model: str = "clip_resnet50", percent: int = 100) -> RecipeConfig:

@@ -166,10 +166,10 @@ class TrainConfig:
             check_int(name, getattr(self, name), 1)
         for name in ("warmup_epochs", "seed", "checkpoint_every"):
             check_int(name, getattr(self, name), 0)
-        if self.warmup_epochs >= self.epochs:
+        if self.warmup_epochs > self.epochs:
             raise ValueError(
-                f"warmup_epochs={self.warmup_epochs} with epochs={self.epochs} leaves no epoch "
-                f"after the warm-up; set warmup_epochs below epochs (0 = no warm-up)."
+                f"warmup_epochs={self.warmup_epochs} is longer than the run (epochs="
+                f"{self.epochs}); set warmup_epochs <= epochs (0 = no warm-up)."
             )
         if not isinstance(self.progress, bool):
             raise ValueError(f"progress must be True or False, got {self.progress!r}.")

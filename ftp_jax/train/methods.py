@@ -52,6 +52,7 @@ __all__ = [
     "TPGMOptions",
     "build_method",
     "check_base",
+    "check_method_for",
     "check_options",
     "learning_rate_schedule",
     "options_type",
@@ -373,9 +374,11 @@ def _mars_pgm(c: _Context) -> Method:
             raise ValueError(f"{name}: rules ((regex, radius), ...) must not be empty.")
         ftp_jax.path_rules(radius, name=name)  # each rule a (regex, value) pair, the regex valid
         rules = ftp_jax.path_rules([(c.head_pattern, None), *radius], name=name)
-        for pattern, value in radius:  # each rule's radius through mars_pgm's own check
+        for pattern, value in radius:  # each rule's radius through mars_pgm's own checks
             try:
-                ftp_jax.mars_pgm(c.base, value, norm=options.norm)
+                every_leaf = ftp_jax.path_rules([(r".*", value)], name=name)
+                tx = ftp_jax.mars_pgm(c.base, every_leaf, row_axes=c.row_axes, norm=options.norm)
+                jax.eval_shape(tx.init, c.params)  # its per-leaf check runs at init
             except ValueError as error:
                 raise ValueError(f"{name}, the rule for {pattern!r}: {error}") from None
         if c.probe:  # the rules' paths are the model's: checked when the run builds it
@@ -454,7 +457,10 @@ def _probe_loss(params, batch, **kwargs):
 
 
 @functools.lru_cache(maxsize=512)
-def _probe(options: Any) -> None:
+def _probe(key: str, options: Any) -> None:
+    """``key``: ``repr(options)``, so that equal options of other types (``k=True`` and
+    ``k=1``, which hash alike) are cached apart."""
+    del key
     entry = next(e for e in REGISTRY.values() if type(options) is e.options)
     params = _probe_params()
     mask = ftp_jax.path_rules([(_PROBE_HEAD, False), (r".*", True)], name="mask")
@@ -504,7 +510,32 @@ def check_options(options: Any) -> None:
     else:
         probe = _probe
     try:
-        probe(options)
+        probe(repr(options), options)
+    except TypeError as error:
+        raise ValueError(str(error)) from None
+
+
+def check_method_for(config: TrainConfig, params: PyTree, *, row_axes: Any = None) -> None:
+    """Builds ``config.method`` for a model's ``params`` as a run does, and traces its init.
+
+    What depends on the model is checked before any data or weights are read:
+    ``method.head_pattern`` matches the new head, MARS-PGM's radius rules cover
+    the backbone, LP-FT has a head and a backbone, the row rule fits every leaf,
+    and every check the transforms make at ``init``. ``params`` may be abstract
+    (``jax.ShapeDtypeStruct`` leaves: ``jax.eval_shape`` of the model's
+    construction); the build is traced (``jax.eval_shape``), so no device is
+    touched.
+
+    Raises:
+      ValueError: what :func:`build_method` or the transform's ``init`` refuses.
+    """
+
+    def init(params):
+        method = build_method(config, params, 1, heldout_loss=_probe_loss, row_axes=row_axes)
+        return method.tx.init(params)
+
+    try:
+        jax.eval_shape(init, params)
     except TypeError as error:
         raise ValueError(str(error)) from None
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ftp_jax import _layout
@@ -35,7 +36,7 @@ PyTree = Any
 
 # The reference's constants (GT-RIPL/FTP util/FTP.py), as in ftp_jax._ftp.
 MIN_RADIUS = 1e-8
-FIRST_RADIUS = float(jnp.float32(1e-8))
+FIRST_RADIUS = float(np.float32(1e-8))  # numpy: importing ftp_jax starts no JAX backend
 NORM_EPS = 1e-8
 RADIUS_ADAM_EPS = 1e-8
 

@@ -23,7 +23,7 @@ import pytest
 
 import ftp_jax
 from ftp_jax import cli
-from ftp_jax.experiment.config import default_config, digits_config, quick, validate
+from ftp_jax.experiment.config import Regime, default_config, digits_config, quick, validate
 from ftp_jax.recipes import config as recipes_config
 from ftp_jax.train import MethodConfig, TrainConfig, apply_overrides, methods
 
@@ -254,9 +254,9 @@ def test_a_regimes_own_epochs_are_named(renditions):
     own = next(i for i, r in enumerate(renditions.regimes) if r.epochs)
     _refused(renditions, [f"regimes.{own}.epochs=1"], f"set regimes.{own}.epochs >= 2")
     _refused(renditions, [f"regimes.{own}.epochs=-1"], f"regimes.{own}.epochs")
-    _refused(
-        renditions, ["regimes.0.percent=30"], "regimes.0.percent=30", "(1, 5, 10, 20, 50, 100)"
-    )
+    extra = len(renditions.regimes)
+    with pytest.raises(ValueError, match=rf"regimes.{extra}.percent=30: .*\(1, 5, 10, 20, 50"):
+        validate(dataclasses.replace(renditions, regimes=(*renditions.regimes, Regime(30))))
     _refused(
         renditions,
         ["finetune.warmup_epochs=3", f"regimes.{own}.epochs=2"],
@@ -425,3 +425,39 @@ def test_recipes_command_line_print_config_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "train_percent=10" in err and "Traceback" not in err, err
     assert main(argv) == 0
+
+
+def test_checks_touch_no_device():
+    """Checking configs (options, methods on the model, the whole experiment) only traces:
+    a multi-host recipe calls ``jax.distributed.initialize()`` after its config is checked,
+    which JAX refuses once a backend is up. A fresh process, as the command line's."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent(
+        """
+        from jax._src import xla_bridge
+        from ftp_jax.experiment.config import default_config, quick, validate
+        from ftp_jax.train import methods
+        methods.FTPOptions(k=0.5, norm="l2")
+        validate(quick(default_config()))
+        from ftp_jax.recipes import config as recipes
+        recipes.validate(recipes.domainnet("ftp_sgd"))
+        assert not xla_bridge._backends, xla_bridge._backends
+        """
+    )
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_run_recipe_validates_before_reading_inputs(tmp_path, recipe):
+    from ftp_jax.recipes.run import run_recipe
+
+    bad = apply_overrides(recipe, ["finetune.method.head_pattern=fc/.*"])
+    with pytest.raises(ValueError, match="rule 'fc/.*' matched no parameter"):
+        run_recipe(bad, data_dir=tmp_path / "no_data", workdir=tmp_path / "w", weights="x.pt")

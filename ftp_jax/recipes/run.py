@@ -14,7 +14,7 @@ from flax import nnx
 
 from ftp_jax import data
 from ftp_jax._diskspace import writing
-from ftp_jax.recipes.config import RecipeConfig
+from ftp_jax.recipes.config import RecipeConfig, validate
 from ftp_jax.train import fit
 from ftp_jax.train.inputs import SourceEvalSet, SourceTrainData
 from ftp_jax.train.placement import is_primary_host
@@ -168,6 +168,8 @@ def run_recipe(
 def _run_recipe(config, data_dir, workdir, weights, model, progress, mesh) -> dict[str, Any]:
     if model is None and weights is None:
         raise ValueError("the recipe needs pre-trained weights: pass --weights PATH.")
+    if model is None:  # the config's derived settings, on the recipe's model (abstract)
+        validate(config)
     # Every input first: a missing dataset or weights file, or another run's work
     # directory, fails in seconds, not after the model is built and the weights read.
     check_inputs(config, data_dir=data_dir, workdir=workdir, weights=weights)

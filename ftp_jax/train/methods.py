@@ -246,6 +246,10 @@ class _Context(NamedTuple):
     row_axes: Any
     heldout_loss: Callable[..., Any] | None
     probe: bool = False  # building for check_options (a tiny tree, no run)
+    # Only traced, to check (check_options, check_method_for): FTP's state layout is fixed
+    # instead of chosen by backend, so that no JAX backend is started (a multi-host run
+    # initializes JAX after its config is checked). The same checks run in every layout.
+    traced: bool = False
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
@@ -321,9 +325,15 @@ def _linear_probe(c: _Context) -> Method:
 
 def _ftp(c: _Context) -> Method:
     options = c.options
+    layout = {"layout": "leaves"} if c.traced else {}
     return Method(
         ftp_jax.ftp(
-            c.base, k=options.k, mask=c.projection_mask, row_axes=c.row_axes, norm=options.norm
+            c.base,
+            k=options.k,
+            mask=c.projection_mask,
+            row_axes=c.row_axes,
+            norm=options.norm,
+            **layout,
         )
     )
 
@@ -478,6 +488,7 @@ def _probe(key: str, options: Any) -> None:
         row_axes=None,
         heldout_loss=_probe_loss,
         probe=True,
+        traced=True,
     )
     # Traced, not run: no device is touched (a multi-host run initializes JAX after this).
     jax.eval_shape(entry.build(context).tx.init, params)
@@ -531,7 +542,7 @@ def check_method_for(config: TrainConfig, params: PyTree, *, row_axes: Any = Non
     """
 
     def init(params):
-        method = build_method(config, params, 1, heldout_loss=_probe_loss, row_axes=row_axes)
+        method = _build(config, params, 1, _probe_loss, row_axes, traced=True)
         return method.tx.init(params)
 
     try:
@@ -564,6 +575,10 @@ def build_method(
         must exist, or it would be constrained toward its random initialization),
         or TPGM is asked for without a ``heldout_loss``.
     """
+    return _build(config, params, steps_per_epoch, heldout_loss, row_axes)
+
+
+def _build(config, params, steps_per_epoch, heldout_loss, row_axes, traced=False) -> Method:
     method = config.method
     schedule = learning_rate_schedule(config, steps_per_epoch)
     mask = ftp_jax.path_rules(
@@ -582,5 +597,6 @@ def build_method(
         projection_mask=mask if method.exclude_head else None,
         row_axes=row_axes,
         heldout_loss=heldout_loss,
+        traced=traced,
     )
     return REGISTRY[method.name].build(context)

@@ -57,6 +57,7 @@ class MethodRun:
       pretrained_head: start from the pre-trained model's own head instead of a
         new one (the analogue of CLIP's zero-shot head); needs the pre-training
         and fine-tuning label sets to agree.
+      regimes: the percents of the regimes this row runs in; ``()`` = every regime.
     """
 
     label: str
@@ -64,6 +65,11 @@ class MethodRun:
     tune: str = ""
     grid: tuple[float, ...] = ()
     pretrained_head: bool = False
+    regimes: tuple[int, ...] = ()
+
+    def runs_in(self, percent: int) -> bool:
+        """Whether the row runs in the regime of ``percent``."""
+        return not self.regimes or percent in self.regimes
 
     def __post_init__(self):
         if bool(self.tune) != bool(self.grid):
@@ -178,10 +184,32 @@ class ExperimentConfig:
 
     def __post_init__(self):
         labels = [row.label for row in self.methods]
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"the rows' labels must differ; got {labels}.")
         if not self.regimes or len({r.percent for r in self.regimes}) != len(self.regimes):
             raise ValueError(f"regimes must be non-empty with distinct percents: {self.regimes}.")
+        percents = [regime.percent for regime in self.regimes]
+        for percent in percents:
+            in_regime = [row.label for row in self.methods if row.runs_in(percent)]
+            if len(set(in_regime)) != len(in_regime):
+                raise ValueError(
+                    f"the rows' labels must differ within a regime; the {percent}% regime has "
+                    f"{in_regime}. Two rows may share a label only when their `regimes` do not "
+                    "overlap (e.g. a method run with another learning rate at 10%)."
+                )
+        for row in self.methods:
+            unknown = [p for p in row.regimes if p not in percents]
+            if unknown:
+                raise ValueError(
+                    f"row {row.label!r}: regimes {row.regimes} name percents that are not "
+                    f"regimes of the experiment ({percents}); use some of {percents}, or () "
+                    "for every regime."
+                )
+        everywhere = [self.speed_reference, *(self.wise_ft_sources if self.wise_ft_alphas else ())]
+        for row in self.methods:
+            if row.label in everywhere and row.regimes and set(row.regimes) != set(percents):
+                raise ValueError(
+                    f"row {row.label!r} is the speed reference or a WiSE-FT source, so it must "
+                    f"run in every regime; got regimes={row.regimes}: set it to ()."
+                )
         if not set(self.tune_seeds) <= set(self.seeds) or not self.tune_seeds:
             raise ValueError(
                 f"tune_seeds {self.tune_seeds} must be a non-empty subset of seeds {self.seeds}."
@@ -284,56 +312,113 @@ def digits_config() -> ExperimentConfig:
     )
 
 
+# The FTP reference's DomainNet recipe (GT-RIPL/FTP main_finetune.py and its README): SGD
+# with momentum 0.9 and Nesterov momentum (its SGDP), weight decay 5e-4 for vanilla
+# fine-tuning and 0 for FTP, CosineAnnealingLR(T_max=epochs) stepped per epoch, the new
+# head excluded from the projection; FTP at lr 1e-2 with 100% of the data and 1e-1 with
+# 10%; FTP around AdamW (its AdamP) at lr 1e-4, weight decay 0.
+_REFERENCE_SGD = dict(optimizer="sgd", learning_rate=1e-2, momentum=0.9, nesterov=True)
+_REFERENCE_ADAMW = dict(optimizer="adamw", learning_rate=1e-4)
+_VANILLA_DECAY = 5e-4
+# FTP's gradient annealing factor k, chosen on validation like every peer's main setting
+# (the reference default k=1 is also a row of its own).
+FTP_K_GRID = (0.0, 0.1, 1.0)
+
+
 def renditions_config() -> ExperimentConfig:
     """Pre-train on five digit renditions, fine-tune on ``photo`` (100% and 10%), test on five.
 
-    The DomainNet protocol of FTP and TPGM at digit scale: a new head, the best
-    epoch on ``photo`` validation, every method at both data regimes, 3 seeds.
-    FTP and TPGM run their published defaults (nothing tuned). The peers' main
-    hyper-parameter is chosen on ``photo`` validation from a grid of three,
-    tried on seed 0 (the chosen value then runs on seeds 1 and 2): L2-SP alpha,
-    MARS-PGM radius, SPD lambda, LP-FT's linear-probe share; WiSE-FT's alpha
-    from 0, 0.25, ..., 1 on the same seed. Vanilla fine-tuning and WiSE-FT also
-    start from the pre-trained 10-way head (their own rows).
+    The DomainNet protocol of FTP and TPGM at digit scale, following the FTP
+    reference's recipe wherever these data allow: a new head (excluded from the
+    projections), SGD with Nesterov momentum 0.9, weight decay 5e-4 for the
+    vanilla-style rows and 0 for FTP (and for L2-SP and SPD, whose own terms
+    replace it), a cosine schedule stepped per epoch, the best epoch on ``photo``
+    validation, 3 seeds. FTP (SGD) runs at lr 1e-2 with 100% of ``photo`` and 1e-1
+    with 10% (the reference's two recipes), its ``k`` chosen on validation from
+    (0, 0.1, 1), and the reference default k=1 as a row of its own; FTP (AdamW) at
+    lr 1e-4, weight decay 0, next to a linear-probe (AdamW) control at 10%. The
+    peers' main hyper-parameter is chosen on ``photo`` validation from a grid of
+    three: L2-SP alpha, MARS-PGM radius, SPD lambda, LP-FT's linear-probe share;
+    WiSE-FT's alpha from 0, 0.25, ..., 1. Grids are tried on seed 0, the chosen
+    value then runs on seeds 1 and 2.
+
+    Deviations from the reference's protocol, each for a reason (also in the
+    report): 10 epochs of batch 32 at 100% (430 steps) and 40 epochs of batch 16
+    at 10% (320 steps) where the reference runs 50 and 150 epochs of batch 256:
+    the whole experiment must run in 30 minutes on 2 CPU cores (the FTP regime
+    study, ``experiments/configs/ftp_regime.py``, measures what longer schedules
+    and other batch sizes change); a batch of 256 is larger than the 10% split
+    (140 images). The rows other than FTP run at lr 1e-2 in both regimes (vanilla
+    SGD diverges at 1e-1 here).
     """
     from ftp_jax.data import RENDITIONS
+    from ftp_jax.train.methods import FTPOptions
 
     name = "digit_renditions/{}".format
     source = tuple(name(r) for r in RENDITIONS if r != "photo")
+    sgd = dict(**_REFERENCE_SGD, weight_decay=_VANILLA_DECAY)
+    sgd_no_decay = dict(**_REFERENCE_SGD, weight_decay=0.0)
+
+    def ftp_rows(percent: int, learning_rate: float) -> tuple[MethodRun, ...]:
+        ftp_sgd = dict(sgd_no_decay, learning_rate=learning_rate)
+        return (
+            MethodRun(
+                "FTP (SGD)",
+                MethodConfig(name="ftp", **ftp_sgd),
+                tune="k",
+                grid=FTP_K_GRID,
+                regimes=(percent,),
+            ),
+            MethodRun(
+                "FTP (SGD), k=1 (reference default)",
+                MethodConfig(name="ftp", options=FTPOptions(k=1.0), **ftp_sgd),
+                regimes=(percent,),
+            ),
+        )
+
     methods = (
-        MethodRun("vanilla (SGD)", MethodConfig(name="vanilla", **_SGD)),
-        MethodRun("linear probe (SGD)", MethodConfig(name="linear_probe", **_SGD)),
+        MethodRun("vanilla (SGD)", MethodConfig(name="vanilla", **sgd)),
+        MethodRun("linear probe (SGD)", MethodConfig(name="linear_probe", **sgd)),
         MethodRun(
             "LP-FT (SGD)",
-            MethodConfig(name="lp_ft", **_SGD),
+            MethodConfig(name="lp_ft", **sgd),
             tune=LP_SHARE,
             grid=(0.25, 0.5, 0.75),
         ),
         MethodRun(
             "L2-SP (SGD)",
-            MethodConfig(name="l2sp", options=L2SPOptions(beta=0.01), **_SGD),
+            MethodConfig(name="l2sp", options=L2SPOptions(beta=0.01), **sgd_no_decay),
             tune="alpha",
             grid=(0.1, 1.0, 10.0),
         ),
         MethodRun(
             "MARS-PGM (SGD)",
-            MethodConfig(name="mars_pgm", **_SGD),
+            MethodConfig(name="mars_pgm", **sgd),
             tune="radius",
             grid=(0.1, 0.5, 2.0),
         ),
         MethodRun(
             "SPD (SGD)",
-            MethodConfig(name="spd", **_SGD),
+            MethodConfig(name="spd", **sgd_no_decay),
             tune="strength",
             grid=(0.3, 1.0, 3.0),
         ),
-        MethodRun("FTP (SGD)", MethodConfig(name="ftp", **_SGD)),
-        MethodRun("TPGM (SGD)", MethodConfig(**_TPGM, **_SGD)),
-        MethodRun("vanilla (AdamW)", MethodConfig(name="vanilla", **_ADAMW)),
-        MethodRun("FTP (AdamW)", MethodConfig(name="ftp", **_ADAMW)),
+        *ftp_rows(100, 1e-2),
+        *ftp_rows(10, 1e-1),
+        MethodRun("TPGM (SGD)", MethodConfig(**_TPGM, **sgd)),
+        MethodRun(
+            "vanilla (AdamW)",
+            MethodConfig(name="vanilla", **_REFERENCE_ADAMW, weight_decay=_VANILLA_DECAY),
+        ),
+        MethodRun("FTP (AdamW)", MethodConfig(name="ftp", **_REFERENCE_ADAMW)),
+        MethodRun(
+            "linear probe (AdamW)",
+            MethodConfig(name="linear_probe", **_REFERENCE_ADAMW, weight_decay=_VANILLA_DECAY),
+            regimes=(10,),
+        ),
         MethodRun(
             "vanilla (SGD), pre-trained head",
-            MethodConfig(name="vanilla", **_SGD),
+            MethodConfig(name="vanilla", **sgd),
             pretrained_head=True,
         ),
     )
@@ -348,13 +433,16 @@ def renditions_config() -> ExperimentConfig:
             method=MethodConfig(name="vanilla", optimizer="adamw", learning_rate=1e-3),
         ),
         id_dataset=name("photo"),
-        # 100%: 1400 images, 4 epochs of batch 16 (348 steps); 10%: 140 images, 8
-        # epochs of batch 8 (136 steps): on 2 CPU cores a step of 8 or 16 images costs
-        # little more than its images (one of 32 costs more per image), and every epoch
-        # adds a validation pass and a checkpoint. eval_batch_size 200 = photo validation.
-        regimes=(Regime(100), Regime(10, epochs=8, batch_size=8)),
+        # 100%: 1400 images, 10 epochs of batch 32 (430 steps); 10%: 140 images, 40 epochs
+        # of batch 16 (320 steps). eval_batch_size 200 = photo validation. A checkpoint every
+        # 10 epochs (and at the end): a resumed run replays the epochs since, bit-identical.
+        regimes=(Regime(100), Regime(10, epochs=40, batch_size=16)),
         finetune=TrainConfig(
-            epochs=4, batch_size=16, eval_batch_size=200, lr_schedule="cosine_per_epoch"
+            epochs=10,
+            batch_size=32,
+            eval_batch_size=200,
+            lr_schedule="cosine_per_epoch",
+            checkpoint_epochs=10,
         ),
         ood_datasets=tuple((dataset, "test") for dataset in source),
         methods=methods,

@@ -20,6 +20,13 @@ import ftp_jax
 from ftp_jax import data
 from ftp_jax.experiment.config import ExperimentConfig, MethodRun, Regime, validate
 from ftp_jax.experiment.report import write_report
+from ftp_jax.experiment.workers import (
+    Interrupted,
+    Job,
+    default_workers,
+    interrupted_exit,
+    run_jobs,
+)
 from ftp_jax.models import SmallCNN, replace_head, with_compute_dtype
 from ftp_jax.train import fit
 from ftp_jax.train.loop import ArrayTrainData, EvalSet, evaluate, restore_best
@@ -174,7 +181,7 @@ class _Stage:
             speed_path.write_text(json.dumps(speed))
         else:
             speed = json.loads(speed_path.read_text()) if speed_path.exists() else None
-        run = {
+        return {
             "label": row.label,
             "regime": self.regime.percent,
             "seed": seed,
@@ -183,39 +190,212 @@ class _Stage:
             **result.to_json(),
             "speed": speed,
         }
-        if self.progress:
-            _print_run(run, self.tests[0].name, [s.name for s in self.tests[1:]])
+
+
+def _load_stage(
+    config: ExperimentConfig, regime: Regime, workdir: Path, data_dir: Path, progress: bool
+) -> _Stage:
+    """The data of one regime's runs: its share of the ID train split, validation, tests."""
+    evals = config.eval_subset
+    id_split = data.percent_split("train", regime.percent)
+    id_train = _arrays(config.id_dataset, id_split, data_dir, config.train_subset)
+    id_val = _evalset(config.id_dataset, "validation", data_dir, evals)
+    tests = [_evalset(config.id_dataset, "test", data_dir, evals)]
+    tests += [_evalset(name, split, data_dir, evals) for name, split in config.ood_datasets]
+    return _Stage(config, regime, workdir, id_train, id_val, tests, progress)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Runner:
+    """Runs jobs in a worker process (picklable; called there once, returns the runner)."""
+
+    config: ExperimentConfig
+    workdir: str
+    data_dir: str
+
+    def __call__(self):
+        config, workdir, data_dir = self.config, Path(self.workdir), Path(self.data_dir)
+        if config.compilation_cache:
+            _enable_compilation_cache(workdir / "jax_cache")
+        from ftp_jax import cli
+
+        cli.quiet(progress=False)
+        regimes = {regime.percent: regime for regime in config.regimes}
+        stages: dict[int, _Stage] = {}
+
+        def run(job: Job) -> dict[str, Any]:
+            if job.regime not in stages:
+                stages[job.regime] = _load_stage(
+                    config, regimes[job.regime], workdir, data_dir, progress=False
+                )
+            return stages[job.regime].run(_row(config, job), job.value, job.seed)
+
         return run
 
-    def row(self, row: MethodRun) -> list[dict[str, Any]]:
-        """Every run of ``row``; those reported in the table have ``selected`` True.
 
-        A tuned row tries each grid value on ``tune_seeds``, keeps the value with
-        the best mean validation accuracy (the first on ties), and runs it on the
-        other seeds.
-        """
-        seeds = self.config.seeds
-        if not row.tune:
-            return [{**self.run(row, None, seed), "selected": True} for seed in seeds]
-        epochs = self.config.regime_finetune(self.regime).epochs
-        methods = [row.with_setting(value, epochs) for value in row.grid]
-        if any(methods.count(method) > 1 for method in methods):
-            raise ValueError(
-                f"row {row.label!r}: in the {self.regime.name} regime ({epochs} epochs) two "
-                f"values of its grid {row.tune}={row.grid} give the same run; choose values "
-                "that differ there (an lp_share becomes a whole number of epochs)."
-            )
+def _rows_of(config: ExperimentConfig, regime: Regime) -> list[MethodRun]:
+    return [row for row in config.methods if row.runs_in(regime.percent)]
+
+
+def _row(config: ExperimentConfig, job: Job) -> MethodRun:
+    """The row a job runs (labels are unique within a regime)."""
+    return next(r for r in config.methods if r.label == job.label and r.runs_in(job.regime))
+
+
+def _check_grids(config: ExperimentConfig) -> None:
+    """Every tuned row's grid values give different runs in every regime."""
+    for regime in config.regimes:
+        epochs = config.regime_finetune(regime).epochs
+        for row in _rows_of(config, regime):
+            if not row.tune:
+                continue
+            methods = [row.with_setting(value, epochs) for value in row.grid]
+            if any(methods.count(method) > 1 for method in methods):
+                raise ValueError(
+                    f"row {row.label!r}: in the {regime.name} regime ({epochs} epochs) two "
+                    f"values of its grid {row.tune}={row.grid} give the same run; choose "
+                    "values that differ there (an lp_share becomes a whole number of epochs)."
+                )
+
+
+def _job_cost(config: ExperimentConfig, job: Job) -> float:
+    """About how long a job takes, relative to the others: examples seen (TPGM: twice)."""
+    regime = next(r for r in config.regimes if r.percent == job.regime)
+    row = _row(config, job)
+    finetune = config.regime_finetune(regime)
+    cost = finetune.epochs * regime.percent
+    return cost * (2.0 if row.method.name == "tpgm" else 1.0)
+
+
+def plan_jobs(config: ExperimentConfig) -> tuple[list[Job], int]:
+    """The runs that can start at once (every untuned run and every tuning trial), largest
+    first, and the number of runs in all (the tuned rows' other seeds included)."""
+    first, total = [], 0
+    for regime in config.regimes:
+        for row in _rows_of(config, regime):
+            if not row.tune:
+                first += [Job(regime.percent, row.label, None, seed) for seed in config.seeds]
+                total += len(config.seeds)
+                continue
+            trials = [
+                Job(regime.percent, row.label, value, seed)
+                for value in row.grid
+                for seed in config.tune_seeds
+            ]
+            first += trials
+            total += len(trials) + len(set(config.seeds) - set(config.tune_seeds))
+    first.sort(key=lambda job: -_job_cost(config, job))  # stable: config order among equals
+    return first, total
+
+
+def _row_runs(
+    config: ExperimentConfig, row: MethodRun, regime: Regime, done: dict[Job, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``row``'s runs in ``regime``, those the table reports (``selected``) first, in seed
+    order; a tuned row's other trials after them."""
+    seeds = config.seeds
+    if not row.tune:
+        return [{**done[Job(regime.percent, row.label, None, s)], "selected": True} for s in seeds]
+    trials = [
+        done[Job(regime.percent, row.label, value, seed)]
+        for value in row.grid
+        for seed in config.tune_seeds
+    ]
+    chosen = _choose(trials, row.tune, row.grid)
+    rest = [
+        done[Job(regime.percent, row.label, chosen, s)]
+        for s in seeds
+        if s not in config.tune_seeds
+    ]
+    runs = [dict(run) for run in trials + rest]
+    for run in runs:
+        run["selected"] = run["setting"][row.tune] == chosen
+    order = {seed: index for index, seed in enumerate(seeds)}
+    selected = sorted((r for r in runs if r["selected"]), key=lambda r: order[r["seed"]])
+    return selected + [r for r in runs if not r["selected"]]
+
+
+def _resume_note(workdir: Path, relative: str) -> str:
+    """`` (finished earlier)``, `` (resumes at step N)`` or nothing, for a run's progress line."""
+    run_dir = workdir / relative
+    if (run_dir / "result.json").exists():
+        return " (finished earlier: read back)"
+    checkpoints = run_dir / "checkpoints"
+    steps = [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()] if (
+        checkpoints.is_dir()
+    ) else []
+    return f" (resumes at step {max(steps)})" if steps else ""
+
+
+def finetune_all(
+    config: ExperimentConfig,
+    workdir: Path,
+    data_dir: Path,
+    *,
+    workers: int,
+    progress: bool = True,
+) -> dict[Job, dict[str, Any]]:
+    """Every fine-tuning run of every regime, on ``workers`` processes (see ``workers.py``).
+
+    Tuned rows try each grid value on ``tune_seeds``, keep the value with the best
+    mean validation accuracy (the first on ties), and run it on the other seeds.
+    """
+    _check_grids(config)
+    first, total = plan_jobs(config)
+    regimes = {regime.percent: regime for regime in config.regimes}
+    trials_left: dict[tuple[int, str], int] = {}
+    for job in first:
+        if job.value is not None:
+            key = (job.regime, job.label)
+            trials_left[key] = trials_left.get(key, 0) + 1
+    finished_runs: dict[Job, dict[str, Any]] = {}
+
+    def then(job: Job, run: dict[str, Any]) -> list[Job]:
+        finished_runs[job] = run
+        if job.value is None or job.seed not in config.tune_seeds:
+            return []
+        key = (job.regime, job.label)
+        trials_left[key] -= 1
+        if trials_left[key]:
+            return []
+        row = _row(config, job)
         trials = [
-            self.run(row, value, seed) for value in row.grid for seed in self.config.tune_seeds
+            finished_runs[Job(job.regime, job.label, value, seed)]
+            for value in row.grid
+            for seed in config.tune_seeds
         ]
         chosen = _choose(trials, row.tune, row.grid)
-        rest = [self.run(row, chosen, s) for s in seeds if s not in self.config.tune_seeds]
-        runs = trials + rest
-        for run in runs:
-            run["selected"] = run["setting"][row.tune] == chosen
-        order = {seed: index for index, seed in enumerate(seeds)}
-        selected = sorted((r for r in runs if r["selected"]), key=lambda r: order[r["seed"]])
-        return selected + [r for r in runs if not r["selected"]]
+        return [
+            Job(job.regime, job.label, chosen, seed)
+            for seed in config.seeds
+            if seed not in config.tune_seeds
+        ]
+
+    def relative(job: Job) -> str:
+        return _run_dir(config, regimes[job.regime], _row(config, job), job.value, job.seed)
+
+    def started(job: Job, index: int, count: int) -> None:
+        if progress:
+            note = _resume_note(workdir, relative(job))
+            print(f"[{index}/{count}] {job.describe(_row(config, job).tune)}{note}", flush=True)
+
+    def finished(job: Job, run: dict[str, Any], index: int, count: int) -> None:
+        if progress:
+            _print_run(run, run_index=f"[done {index}/{count}] ")
+
+    runner = _Runner(config, str(workdir), str(data_dir))
+    try:
+        return run_jobs(
+            first,
+            runner,
+            workers=workers,
+            then=then,
+            started=started,
+            finished=finished,
+            total=total,
+        )
+    except Interrupted as error:
+        raise interrupted_exit(error) from None
 
 
 def _choose(trials: list[dict[str, Any]], name: str, grid: tuple[float, ...]) -> float:
@@ -261,7 +441,7 @@ def wise_ft_sweep(
     eval_step = None
     out = []
     for source in config.wise_ft_sources:
-        row = next(row for row in config.methods if row.label == source)
+        row = next(r for r in _rows_of(config, regime) if r.label == source)
         mask = None
         if not row.pretrained_head:
             mask = ftp_jax.path_rules(
@@ -316,7 +496,7 @@ def wise_ft_sweep(
                 )
                 curve[alpha].append(run)
                 if progress:
-                    _print_run(run, tests[0].name, [s.name for s in tests[1:]])
+                    _print_run(run)
         out += [run for alpha in config.wise_ft_alphas for run in curve[alpha]]
     tuned = []
     for source in config.wise_ft_sources if config.wise_ft_tune else ():
@@ -331,12 +511,14 @@ def wise_ft_sweep(
     return out + tuned
 
 
-def _print_run(run: dict[str, Any], id_test: str, ood_sets: list[str]) -> None:
-    ood = np.mean([run["tests"][name]["accuracy"] for name in ood_sets])
+def _print_run(run: dict[str, Any], run_index: str = "") -> None:
+    tests = run["tests"]
+    names = list(tests)
+    ood = np.mean([tests[name]["accuracy"] for name in names[1:]]) if len(names) > 1 else np.nan
     setting = "".join(f" {k}={v:g}" for k, v in run.get("setting", {}).items())
     print(
-        f"[{run['regime']}%] {run['label']}{setting} seed {run['seed']}: "
-        f"ID {run['tests'][id_test]['accuracy']:.3f}  OOD avg {ood:.3f}  "
+        f"{run_index}[{run['regime']}%] {run['label']}{setting} seed {run['seed']}: "
+        f"ID {tests[names[0]]['accuracy']:.3f}  OOD avg {ood:.3f}  "
         f"(best epoch {run['best_epoch']})",
         flush=True,
     )
@@ -370,17 +552,21 @@ def _datasets(config: ExperimentConfig) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-@holds_workdir_lock  # one run at a time in a work directory (exit 4 for a second)
-def run_experiment(
-    config: ExperimentConfig, workdir: str | Path, *, progress: bool = True
-) -> dict[str, Any]:
-    """Runs every stage in ``workdir`` (resuming what is there) and writes the report.
+@dataclasses.dataclass
+class Prepared:
+    """What stage 1 leaves for the fine-tuning runs."""
 
-    Returns the results dict also written to ``<workdir>/results/results.json``.
-    """
-    validate(config)  # every derived setting, before data preparation and pre-training
+    data_dir: Path
+    tests: list[EvalSet]  # the ID test set, then the OOD sets
+    pretrained: Any  # the pre-training run's FitResult
+    pretrain_train_examples: int
+    timings: dict[str, float]
+
+
+def prepare_and_pretrain(config: ExperimentConfig, workdir: Path, *, progress: bool) -> Prepared:
+    """Stage 1: the data prepared (offline) and the model pre-trained (cached in
+    ``<workdir>/pretrain``: a finished run is reused)."""
     started = time.perf_counter()
-    workdir = Path(workdir)
     if config.compilation_cache:
         _enable_compilation_cache(workdir / "jax_cache")
     data_dir = Path(config.data_dir) if config.data_dir else workdir / "data"
@@ -388,8 +574,6 @@ def run_experiment(
     data.prepare_datasets(data_dir, _datasets(config))
     limit = config.train_subset
     timings = {"data": time.perf_counter() - started}
-
-    # Stage 1: pre-training on the source domain(s) (cached: a finished run is reused).
     sources = config.pretrain_datasets
     source_train = _concatenated(sources, "train", data_dir, limit)
     evals = config.eval_subset
@@ -411,29 +595,64 @@ def run_experiment(
         workdir / "pretrain",
     )
     timings["pretrain"] = time.perf_counter() - stage_started
+    return Prepared(data_dir, tests, pretrained, int(len(source_train[1])), timings)
 
-    # Stage 2: every method (and grid value), seed and regime on the ID train split.
+
+@holds_workdir_lock  # one run at a time in a work directory (exit 4 for a second)
+def run_experiment(
+    config: ExperimentConfig,
+    workdir: str | Path,
+    *,
+    progress: bool = True,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Runs every stage in ``workdir`` (resuming what is there) and writes the report.
+
+    Args:
+      workers: fine-tuning runs in parallel (worker processes, one XLA thread each);
+        ``None``: one per available core. Any count gives the same numbers.
+
+    Returns the results dict also written to ``<workdir>/results/results.json``.
+    """
+    if workers is None:
+        workers = default_workers()
+    validate(config)  # every derived setting, before data preparation and pre-training
+    started = time.perf_counter()
+    workdir = Path(workdir)
+    prepared = prepare_and_pretrain(config, workdir, progress=progress)
+    data_dir, tests, pretrained = prepared.data_dir, prepared.tests, prepared.pretrained
+    id_test, ood_sets = tests[0], tests[1:]
+    limit, evals = config.train_subset, config.eval_subset
+    timings = dict(prepared.timings)
+
+    # Stage 2: every method (and grid value), seed and regime on the ID train split, the
+    # independent runs in parallel worker processes.
+    stage_started = time.perf_counter()
+    done = finetune_all(config, workdir, data_dir, workers=workers, progress=progress)
+    timings["finetune"] = time.perf_counter() - stage_started
     id_val = _evalset(config.id_dataset, "validation", data_dir, evals)
     runs, id_train_examples = [], {}
+    stage_started = time.perf_counter()
     for regime in config.regimes:
-        stage_started = time.perf_counter()
         id_split = data.percent_split("train", regime.percent)
-        id_train = _arrays(config.id_dataset, id_split, data_dir, limit)
-        id_train_examples[regime.percent] = int(len(id_train[1]))
-        stage = _Stage(config, regime, workdir, id_train, id_val, tests, progress)
-        regime_runs = [run for row in config.methods for run in stage.row(row)]
+        id_train_examples[regime.percent] = len(
+            _arrays(config.id_dataset, id_split, data_dir, limit)[1]
+        )
+        regime_runs = [
+            run for row in _rows_of(config, regime) for run in _row_runs(config, row, regime, done)
+        ]
         # Stage 3: WiSE-FT, weight-space ensembles of fine-tuned models (no training).
         regime_runs += wise_ft_sweep(
             config, workdir, regime, regime_runs, id_val, tests, progress=progress
         )
         runs += regime_runs
-        timings[f"finetune {regime.name}"] = time.perf_counter() - stage_started
+    timings["WiSE-FT"] = time.perf_counter() - stage_started
     results = {
         "config": dataclasses.asdict(config),
         "id_test": id_test.name,
         "ood_sets": [s.name for s in ood_sets],
         "id_train_examples": id_train_examples,
-        "pretrain_train_examples": int(len(source_train[1])),
+        "pretrain_train_examples": prepared.pretrain_train_examples,
         "pretrained": {"validation": pretrained.validation, "tests": pretrained.tests},
         "runs": runs,
         "timings": timings,

@@ -623,4 +623,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The worker processes unpickle this module's classes by its import name, not __main__.
+    from ftp_jax.experiment.regime_study import main as _main
+
+    sys.exit(_main())

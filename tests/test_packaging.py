@@ -82,7 +82,7 @@ def test_a_config_name_loads_the_packaged_config():
     by_path = cli.load_config("experiments/configs/digits.py", ExperimentConfig)
     assert by_path == digits_config()
     assert isinstance(cli.load_config("domainnet_ftp_sgd", RecipeConfig), RecipeConfig)
-    with pytest.raises(cli.UsageError, match=r"--config digit: no such file, and no config.*digits"):
+    with pytest.raises(cli.UsageError, match=r"--config digit: no such file, and no config.*digit"):
         cli.load_config("digit", ExperimentConfig)
     with pytest.raises(cli.UsageError, match=r"--config nothing/digits.py: no such file"):
         cli.load_config("nothing/digits.py", ExperimentConfig)

@@ -409,13 +409,11 @@ def load_pretrained(
         another shape (naming both), an ambiguous prefix, a missing shard.
       UnsupportedCheckpoint: a file no reader can read.
 
-    Example::
-
-      model = ftp_jax.models.clip_resnet50(num_classes=345, rngs=nnx.Rngs(0))
-      print(ftp_jax.convert.load_pretrained(model, "RN50.pt", kind="clip_resnet50"))
-      tx = ftp_jax.ftp(optax.sgd(1e-2, momentum=0.9),
-                       mask=ftp_jax.path_rules([(r"head/.*", False), (r".*", True)]),
-                       row_axes=ftp_jax.models.clip_row_axes)
+    Example (the documentation's "Paper-scale recipes, models and weights" page
+    runs it): ``model = ftp_jax.models.clip_resnet50(num_classes=345,
+    rngs=nnx.Rngs(0))``, then ``print(load_pretrained(model, "RN50.pt",
+    kind="clip_resnet50"))``, then build the optimizer (``ftp(...,
+    row_axes=ftp_jax.models.clip_row_axes)``).
     """
     _check_kind(model, kind)
     _check_options(naming, pos_embed_resize)

@@ -110,12 +110,14 @@ def batches(
         iterating) a label outside ``[0, num_classes)`` or an image that is not
         ``uint8``.
 
-    Example::
-
-      images, labels = load_arrays("mnist5k", "train", data_dir)
-      for batch in batches((images, labels), batch_size=128, shuffle=True, seed=0,
-                           epoch=3, drop_remainder=True, start_batch=10):
-          ...
+    Example (arrays as from ``load_arrays("mnist5k", "train", data_dir)``):
+      >>> import numpy as np
+      >>> from ftp_jax.data import batches
+      >>> images, labels = np.zeros((100, 28, 28), np.uint8), np.arange(100) % 10
+      >>> epoch = batches((images, labels), batch_size=32, shuffle=True, seed=0,
+      ...                 epoch=3, drop_remainder=True, start_batch=1, workers=0)
+      >>> [batch["image"].shape for batch in epoch]  # batches 1 and 2 of 3
+      [(32, 28, 28, 1), (32, 28, 28, 1)]
     """
     _check_int("batch_size", batch_size, minimum=1)
     _check_int("seed", seed, minimum=0)

@@ -380,10 +380,11 @@ def prepare_datasets(data_dir: str | os.PathLike, names: tuple[str, ...] = DATAS
       ValueError: for a name that is not one of this project's datasets.
       ImportError: ``importlib_resources`` is missing (TFDS needs it to prepare).
 
-    Example::
-
-      prepare_datasets("/tmp/tfds")
-      source = open_split("uci_digits_corrupted/rotate", "test", "/tmp/tfds")
+    Example (``data_dir``: any directory):
+      >>> from ftp_jax.data import open_split, prepare_datasets
+      >>> prepare_datasets(data_dir, ("uci_digits",))
+      >>> len(open_split("uci_digits", "test", data_dir))
+      359
     """
     if isinstance(names, str):
         names = (names,)

@@ -134,9 +134,10 @@ def percent_split(split: str, percent: int) -> str:
     Raises:
       ValueError: for a split that is not a plain name, or another percent.
 
-    Example::
-
-      percent_split("train", 10)  # 'train[:10%]'
+    Example:
+      >>> from ftp_jax.data import percent_split
+      >>> percent_split("train", 10), percent_split("train", 100)
+      ('train[:10%]', 'train')
     """
     if not isinstance(split, str) or not _SPLIT_NAME.fullmatch(split):
         raise ValueError(
@@ -175,11 +176,12 @@ def open_split(name: str, split: str, data_dir: str | os.PathLike) -> SplitSourc
         not installed.
       OSError: the prepared files are corrupted or unreadable.
 
-    Example::
-
-      prepare_datasets("/tmp/tfds")
-      source = open_split("uci_digits", "train[:10%]", "/tmp/tfds")
-      source[0]["image"].shape  # (28, 28, 1)
+    Example (``data_dir``: any directory; preparing it needs no download):
+      >>> from ftp_jax.data import open_split, prepare_datasets
+      >>> prepare_datasets(data_dir, ("uci_digits",))
+      >>> source = open_split("uci_digits", "train[:10%]", data_dir)
+      >>> len(source), source[0]["image"].shape
+      (126, (28, 28, 1))
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"`name` must be a dataset name such as 'mnist5k'; got {name!r}.")

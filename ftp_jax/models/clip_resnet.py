@@ -146,10 +146,9 @@ class CLIPResNet(nnx.Module):
     mean and std. Output: logits ``(N, num_classes)``; :meth:`features` gives the
     ``output_dim`` image embedding that CLIP's ``encode_image`` returns.
 
-    Example::
-
-      model = ftp_jax.models.clip_resnet50(num_classes=345, rngs=nnx.Rngs(0))
-      report = ftp_jax.convert.load_pretrained(model, "RN50.pt")
+    Build it with :func:`ftp_jax.models.clip_resnet50` and load OpenAI's
+    ``RN50.pt`` with :func:`ftp_jax.convert.load_pretrained` (the documentation's
+    "Paper-scale recipes, models and weights" page has the example).
     """
 
     def __init__(

@@ -63,10 +63,13 @@ def with_compute_dtype(model: nnx.Module, dtype: str | Any) -> nnx.Module:
     Raises:
       ValueError: an unknown ``dtype``, naming the known ones.
 
-    Example::
-
-      model = with_compute_dtype(SmallCNN(rngs=nnx.Rngs(0)), "bfloat16")
-      model(images).dtype  # bfloat16; model.conv1.kernel.dtype: float32
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from ftp_jax.models import SmallCNN, with_compute_dtype
+      >>> model = with_compute_dtype(SmallCNN(rngs=nnx.Rngs(0)), "bfloat16")
+      >>> model(jnp.zeros((2, 28, 28, 1))).dtype, model.conv1.kernel.dtype
+      (dtype(bfloat16), dtype('float32'))
     """
     dtype = compute_dtype(dtype if isinstance(dtype, str) else jnp.dtype(dtype).name)
     if dtype == jnp.float32:

@@ -122,10 +122,10 @@ class ResNet(nnx.Module):
     Batch norm uses batch statistics after ``model.train()`` and the running
     statistics after ``model.eval()``.
 
-    Example::
-
-      model = ftp_jax.models.resnet50(num_classes=345, rngs=nnx.Rngs(0))
-      report = ftp_jax.convert.load_pretrained(model, "r-50-1000ep.pth.tar")
+    Build it with :func:`ftp_jax.models.resnet50` and load torchvision's
+    ``resnet50-*.pth`` or MoCo v3's ``r-50-1000ep.pth.tar`` with
+    :func:`ftp_jax.convert.load_pretrained`, as the documentation's "Paper-scale
+    recipes, models and weights" page shows for CLIP ResNet-50.
     """
 
     def __init__(

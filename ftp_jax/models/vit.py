@@ -130,10 +130,10 @@ class VisionTransformer(nnx.Module):
     (:func:`ftp_jax.models.with_compute_dtype`): the attention softmaxes and the
     layer norms' statistics stay float32.
 
-    Example::
-
-      model = ftp_jax.models.clip_vit_b16(num_classes=1000, rngs=nnx.Rngs(0))
-      report = ftp_jax.convert.load_pretrained(model, "ViT-B-16.pt")
+    Build it with :func:`ftp_jax.models.clip_vit_b16` and load OpenAI's
+    ``ViT-B-16.pt`` (or a ``transformers`` CLIP checkpoint) with
+    :func:`ftp_jax.convert.load_pretrained`, as the documentation's "Paper-scale
+    recipes, models and weights" page shows for CLIP ResNet-50.
     """
 
     def __init__(

@@ -365,19 +365,28 @@ def test_command_line_exits_2_in_seconds_before_any_work(tmp_path, capsys):
     """Both mistakes of the issue, through ``main`` (in process): exit 2, one line, no work."""
     from ftp_jax.experiment.__main__ import main
 
-    ftp = _row(default_config(), "ftp")
+    config = default_config()
+    ftp, l2sp = _row(config, "ftp"), _row(config, "l2sp", tuned=True)
     workdir = tmp_path / "w"
-    for argv in (
-        ["--quick", "--set", "finetune.epochs=1", "--workdir", str(workdir), "--no-progress"],
-        ["--set", f"methods.{ftp}.method.options.k=2", "--print-config"],
-        ["--quick", "--set", "finetune.epochs=1", "--print-config"],
+    for argv, fragment in (
+        (
+            ["--quick", "--set", "finetune.epochs=1", "--workdir", str(workdir), "--no-progress"],
+            "set finetune.epochs >= 2",
+        ),
+        (["--set", f"methods.{ftp}.method.options.k=2", "--print-config"], "ftp: `k` must be"),
+        (["--quick", "--set", "finetune.epochs=1", "--print-config"], "--quick"),
+        # An option the row's grid would silently replace.
+        (
+            ["--set", f"methods.{l2sp}.method.options.alpha=5.0", "--print-config"],
+            f"set methods.{l2sp}.grid=(...) instead",
+        ),
     ):
         start = time.perf_counter()
         assert main(argv) == cli.EXIT_USAGE, argv
         assert time.perf_counter() - start < 30
         err = capsys.readouterr().err
         assert err.startswith("error: ") and "Traceback" not in err, err
-        assert len(err.strip().splitlines()) == 1, err
+        assert len(err.strip().splitlines()) == 1 and fragment in err, err
     assert not (workdir / "data").exists() and not (workdir / "pretrain").exists()
 
 

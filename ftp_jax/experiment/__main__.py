@@ -84,6 +84,7 @@ def _main(args: argparse.Namespace) -> int:
                 "lists the rows)."
             )
     config = cli.configure(config, args.set, print_config=False)
+    _refuse_tuned_overrides(config, args.set)
     check_config(config, args)  # every derived setting, before any work (and --print-config)
     if args.print_config:
         from ftp_jax.train.config import format_config
@@ -102,6 +103,28 @@ def _main(args: argparse.Namespace) -> int:
     print(f"\nwrote {report} ({seconds:.0f} s)")
     print(report.read_text())
     return 0
+
+
+def _refuse_tuned_overrides(config, overrides: list[str]) -> None:
+    """A ``--set`` of an option a row tunes would be silently replaced by its grid values."""
+    import re
+
+    from ftp_jax.experiment.config import LP_SHARE
+
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        match = re.fullmatch(r"methods\.(\d+)\.method\.options\.(\w+)", key)
+        if not match or int(match[1]) >= len(config.methods):
+            continue
+        index, option = int(match[1]), match[2]
+        row = config.methods[index]
+        tuned = "lp_epochs" if row.tune == LP_SHARE else row.tune
+        if tuned and option == tuned:
+            raise cli.UsageError(
+                f"--set {item}: row {index} ({row.label!r}) tunes {row.tune} over its grid "
+                f"{row.grid}, whose values replace options.{option}; set "
+                f"methods.{index}.grid=(...) instead (one value: no tuning)."
+            )
 
 
 def check_config(config, args: argparse.Namespace) -> None:

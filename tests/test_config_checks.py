@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from pathlib import Path
 
 import optax
 import pytest
@@ -225,14 +226,28 @@ def _refused(config, overrides: list[str], *fragments: str) -> str:
     return message
 
 
-@pytest.mark.parametrize(
-    "make",
-    [default_config, lambda: quick(default_config()), digits_config],
-    ids=["renditions", "renditions_quick", "digits"],
+CONFIGS = sorted(
+    path
+    for path in (Path(__file__).resolve().parent.parent / "experiments" / "configs").glob("*.py")
+    if path.name != "__init__.py"
 )
-def test_shipped_experiment_configs_pass(make):
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[path.stem for path in CONFIGS])
+def test_shipped_configs_pass(path):
+    """Every config file the command lines ship (and its --quick version) passes the checks."""
+    from ftp_jax.experiment.config import ExperimentConfig
+    from ftp_jax.recipes.config import RecipeConfig
+
+    config = cli.load_config(str(path), object)
     start = time.perf_counter()
-    validate(make())
+    if isinstance(config, ExperimentConfig):
+        validate(config)
+        validate(quick(config))
+    elif isinstance(config, RecipeConfig):
+        recipes_config.validate(config)
+    else:
+        pytest.skip(f"{type(config).__name__} is not checked here")
     assert time.perf_counter() - start < 20
 
 
@@ -443,7 +458,6 @@ def test_checks_touch_no_device():
     import subprocess
     import sys
     import textwrap
-    from pathlib import Path
 
     code = textwrap.dedent(
         """

@@ -242,22 +242,6 @@ def _row(config: ExperimentConfig, job: Job) -> MethodRun:
     return next(r for r in config.methods if r.label == job.label and r.runs_in(job.regime))
 
 
-def _check_grids(config: ExperimentConfig) -> None:
-    """Every tuned row's grid values give different runs in every regime."""
-    for regime in config.regimes:
-        epochs = config.regime_finetune(regime).epochs
-        for row in _rows_of(config, regime):
-            if not row.tune:
-                continue
-            methods = [row.with_setting(value, epochs) for value in row.grid]
-            if any(methods.count(method) > 1 for method in methods):
-                raise ValueError(
-                    f"row {row.label!r}: in the {regime.name} regime ({epochs} epochs) two "
-                    f"values of its grid {row.tune}={row.grid} give the same run; choose "
-                    "values that differ there (an lp_share becomes a whole number of epochs)."
-                )
-
-
 def _job_cost(config: ExperimentConfig, job: Job) -> float:
     """About how long a job takes, relative to the others: examples seen (TPGM: twice)."""
     regime = next(r for r in config.regimes if r.percent == job.regime)
@@ -339,8 +323,9 @@ def finetune_all(
 
     Tuned rows try each grid value on ``tune_seeds``, keep the value with the best
     mean validation accuracy (the first on ties), and run it on the other seeds.
+    ``config`` has passed :func:`~ftp_jax.experiment.config.validate` (as
+    :func:`run_experiment` makes sure): two grid values never give the same run.
     """
-    _check_grids(config)
     first, total = plan_jobs(config)
     regimes = {regime.percent: regime for regime in config.regimes}
     trials_left: dict[tuple[int, str], int] = {}

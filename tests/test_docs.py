@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import inspect
 import pkgutil
 import re
 import sys
@@ -72,6 +73,35 @@ def _block_id(index: int) -> str:
 @pytest.mark.parametrize("index", range(len(BLOCKS)), ids=_block_id)
 def test_python_block_runs_as_written(block_results, index):
     doc_blocks.check_block(block_results, *BLOCKS[index])
+
+
+API_PAGES = {
+    "ftp_jax": "ftp_jax",
+    "ftp_jax.train": "train",
+    "ftp_jax.convert": "convert",
+    "ftp_jax.models": "models",
+    "ftp_jax.data": "data",
+}
+
+
+@pytest.mark.parametrize("module_name", sorted(API_PAGES))
+def test_the_api_reference_has_every_public_name(module_name):
+    """autodoc documents what has a docstring; the page itself names everything else."""
+    module = importlib.import_module(module_name)
+    page = (DOCS / "api" / f"{API_PAGES[module_name]}.md").read_text()
+    assert f".. automodule:: {module_name}\n   :members:" in page
+    for name in module.__all__:
+        obj = getattr(module, name)
+        documented = (inspect.isclass(obj) or inspect.isfunction(obj)) and inspect.getdoc(obj)
+        # A `#:` comment above its assignment in the package's own file is a docstring too.
+        documented = documented or re.search(
+            rf"^#:.*\n(?:#:.*\n)*{name}\b", inspect.getsource(module), re.M
+        )
+        named = re.search(rf"^\.\. (?:py:data|autodata):: (?:{module_name}\.)?{name}$", page, re.M)
+        assert documented or named, (
+            f"{module_name}.{name} has no docstring and docs/api/{API_PAGES[module_name]}.md "
+            "does not name it: give it a docstring, or add it under 'Constants' there"
+        )
 
 
 def _modules() -> list[str]:

@@ -522,8 +522,10 @@ def validate(config: ExperimentConfig) -> None:
     datasets, seeds and subsets. This derives every one of them as the run
     will (:meth:`ExperimentConfig.regime_finetune`, :meth:`MethodRun.with_setting`,
     a :class:`TrainConfig` per run), so that their own checks, the methods'
-    transforms' included (:func:`ftp_jax.train.methods.check_options`), run now:
-    in well under a second, touching no device. The command line runs it after
+    transforms' included (:func:`ftp_jax.train.methods.check_options`), and
+    builds each run's method on the experiment's model, abstractly
+    (:func:`ftp_jax.train.methods.check_method_for`): in about a second, reading
+    no data and touching no device. The command line runs it after
     ``--set`` (also for ``--print-config``), :func:`~ftp_jax.experiment.run_experiment`
     before it prepares data.
 
@@ -626,8 +628,7 @@ def _validate_regime(
     epochs = finetune.epochs
     where = f"in the {regime.name} regime ({epochs_key}={epochs})"
     for j, row in enumerate(config.methods):
-        runs_in = getattr(row, "runs_in", None)
-        if runs_in is not None and not runs_in(regime.percent):
+        if not row.runs_in(regime.percent):
             continue
         name = f"methods.{j} ({row.label!r})"
         if row.tune == LP_SHARE and epochs < 2:

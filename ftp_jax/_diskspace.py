@@ -38,17 +38,29 @@ class OutOfSpaceError(OSError):
       free: bytes free on its file system when the error was raised (``None``
         if it cannot be read).
       needed: about how many bytes the write needed (``None`` if unknown).
+      at_least: ``needed`` is a lower bound (e.g. the arrays alone, before any
+        checkpoint on disk showed what one takes).
+      free: the bytes free, if the caller measured them (default: measured now).
     """
 
-    def __init__(self, directory: str | os.PathLike, what: str, *, needed: int | None = None):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        what: str,
+        *,
+        needed: int | None = None,
+        at_least: bool = False,
+        free: int | None = None,
+    ):
         self.directory, self.what, self.needed = Path(directory), what, needed
-        self.free = free_bytes(self.directory)
+        self.at_least = at_least
+        self.free = free_bytes(self.directory) if free is None else free
         super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.directory))
 
     def __str__(self) -> str:
         space = f"{_size(self.free)} free" if self.free is not None else "free space unknown"
         if self.needed:
-            space += f", about {_size(self.needed)} needed"
+            space += f", {'at least' if self.at_least else 'about'} {_size(self.needed)} needed"
         return (
             f"out of disk space writing {self.what} in {self.directory} ({space}). Free some "
             "space (or point the work directory at a larger disk) and run the same command "

@@ -316,6 +316,47 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_the_rerun_resumes(
     assert_resumes_to(workdir, reference)
 
 
+def test_a_checkpoint_is_not_started_without_the_room_the_last_one_took(tmp_path, monkeypatch):
+    """A clean stop before orbax's writers start (they would fail one after the other, each
+    logging from its thread)."""
+    import jax.numpy as jnp
+
+    from ftp_jax.train import checkpoint
+
+    checkpointer = checkpoint.Checkpointer(tmp_path / "checkpoints")
+    state, extra = {"w": jnp.arange(1000.0)}, {"b": jnp.zeros(3)}
+    checkpointer.save(1, state, extra, {})
+    monkeypatch.setattr(checkpoint, "free_bytes", lambda directory: 10)
+    with pytest.raises(OutOfSpaceError, match=r"\(10 bytes free, about [0-9.]+ KB needed\)"):
+        checkpointer.save(2, state, extra, {})
+    checkpointer.close()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
+
+
+def test_a_full_disk_leaves_no_tensorboard_writer_behind(tmp_path, monkeypatch):
+    """tensorboardX retries a failed flush at exit and its thread fails on a closed queue:
+    tracebacks after the one-line message."""
+    from tensorboardX import record_writer
+
+    from ftp_jax.train.run_log import EventLog
+
+    events = EventLog(tmp_path, None)
+    record = {"step": 1, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.0}
+    events.epoch({**record, "val_accuracy": 0.5})
+    writers = list(events.writer.all_writers.values())
+
+    def full_disk(self):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(record_writer.RecordWriter, "flush", full_disk)
+    with pytest.raises(OSError):
+        events.close()
+    for writer in writers:
+        assert writer.event_writer._closed  # the exit hook does nothing
+        assert not writer.event_writer._worker.is_alive()
+        writer.event_writer.close()
+
+
 def test_a_full_disk_writing_the_result_names_the_work_directory(tmp_path, reference, monkeypatch):
     write_text = Path.write_text
 

@@ -6,6 +6,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ftp_jax._diskspace import writing
+from ftp_jax._diskspace import OutOfSpaceError, free_bytes, is_out_of_space
 
 __all__ = ["Checkpointer", "CheckpointMismatchError", "differences", "fingerprint"]
 
@@ -91,6 +93,16 @@ def _from_saved(tree: PyTree, like: PyTree) -> PyTree:
     )
 
 
+def _disk_size(directory: Path) -> int:
+    """Bytes of the files under ``directory`` (0 if it went away meanwhile)."""
+    total = 0
+    for path in directory.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file():
+                total += path.stat().st_size
+    return total
+
+
 def _leaves(*trees: PyTree) -> list[Any]:
     return [x for x in jax.tree_util.tree_leaves(_to_savable(trees)) if hasattr(x, "dtype")]
 
@@ -105,12 +117,41 @@ class _DropThreadErrors(logging.Filter):
         )
 
 
+class _DropOutOfSpaceNoise(logging.Filter):
+    """After a failed save, drops what orbax's other writers log as they fail too (asyncio's
+    "exception was never retrieved", at garbage collection): the run has said it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += str(record.exc_info[1])
+        return not is_out_of_space(Exception(text))
+
+
+def _quiet_after_out_of_space() -> None:
+    for name in ("absl", "asyncio"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropOutOfSpaceNoise) for f in logger.filters):
+            logger.addFilter(_DropOutOfSpaceNoise())
+
+
 @contextlib.contextmanager
 def _thread_errors_unlogged():
+    """Orbax's writer threads' error logs dropped; after an error, until those threads end
+    (the first error reaches the caller while the others still fail and log)."""
     logger, drop = logging.getLogger("absl"), _DropThreadErrors()
     logger.addFilter(drop)
     try:
         yield
+    except BaseException:
+        deadline = time.monotonic() + 60
+        for thread in threading.enumerate():
+            if (
+                type(thread).__name__ == "_SignalingThread"
+                and thread is not threading.current_thread()
+            ):
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        raise
     finally:
         logger.removeFilter(drop)
 
@@ -152,20 +193,50 @@ class Checkpointer:
             directory and the space); the unfinished checkpoint is never read, and the
             run resumes from the previous one once space is freed.
         """
-        needed = sum(int(np.size(x)) * np.dtype(x.dtype).itemsize for x in _leaves(state, extra))
-        with writing(self.directory, "a checkpoint", needed=needed), _thread_errors_unlogged():
-            if step in self._manager.all_steps():
-                self._manager.delete(step)
-            self._manager.save(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(_to_savable(state)),
-                    extra=ocp.args.StandardSave(_to_savable(extra)),
-                    meta=ocp.args.JsonSave(meta),
-                ),
-                force=True,
-            )
-            self._manager.wait_until_finished()
+        self._check_space(step)
+        try:
+            with _thread_errors_unlogged():
+                if step in self._manager.all_steps():
+                    self._manager.delete(step)
+                self._manager.save(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardSave(_to_savable(state)),
+                        extra=ocp.args.StandardSave(_to_savable(extra)),
+                        meta=ocp.args.JsonSave(meta),
+                    ),
+                    force=True,
+                )
+                self._manager.wait_until_finished()
+        except Exception as error:
+            if not is_out_of_space(error):
+                raise
+            _quiet_after_out_of_space()
+            needed, at_least = self._size(state, extra)
+            raise OutOfSpaceError(
+                self.directory, "a checkpoint", needed=needed, at_least=at_least
+            ) from error
+
+    def _check_space(self, step: int) -> None:
+        """Raises :class:`OutOfSpaceError` before writing when the disk has less room than
+        the last checkpoint took (the same model's, as large give or take compression):
+        a clean stop, where orbax's writers would fail one after the other."""
+        latest = self._manager.latest_step()
+        if latest is None or latest == step:
+            return
+        needed = _disk_size(self.directory / str(latest))
+        free = free_bytes(self.directory)
+        if free is not None and free < needed:
+            raise OutOfSpaceError(self.directory, "a checkpoint", needed=needed, free=free)
+
+    def _size(self, state: PyTree, extra: PyTree) -> tuple[int, bool]:
+        """About the bytes a checkpoint takes, and whether that is only a lower bound: the
+        last finished checkpoint's size on disk, else the arrays' bytes."""
+        arrays = sum(int(np.size(x)) * np.dtype(x.dtype).itemsize for x in _leaves(state, extra))
+        latest = self._manager.latest_step()
+        if latest is None:
+            return arrays, True
+        return max(arrays, _disk_size(self.directory / str(latest))), False
 
     def meta(self, step: int) -> dict[str, Any]:
         """The JSON metadata of checkpoint ``step`` (fingerprint, settings, progress).
@@ -215,8 +286,11 @@ class Checkpointer:
                 reason = (
                     f", with other settings: {'; '.join(changed)}"
                     if changed
-                    else ", with the same settings but another model (its parameters' paths, "
-                    "shapes or dtypes differ)"
+                    else ", with the same settings but another model or another layout of "
+                    "the optimizer state (the paths, shapes or dtypes of its parameters or "
+                    "state differ; a checkpoint written before FTP and TPGM held their per-leaf "
+                    "radii as one vector per dtype, ftp_jax issue 24, has the old layout: "
+                    "resume it with the ftp_jax version that wrote it, or start over)"
                 )
             else:
                 reason = (

@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -223,7 +224,11 @@ def fit(
                 # A signal from here to the block's end stops the run too (Interrupt).
                 return run.result(tests, interrupt)
         finally:
-            run.close()
+            if sys.exc_info()[0] is None:
+                run.close()
+            else:  # the error that stopped the run is the one to report (e.g. a full disk)
+                with contextlib.suppress(Exception):
+                    run.close()
 
 
 @dataclasses.dataclass
@@ -441,11 +446,13 @@ class _Run:
             interrupt.stop()
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if hasattr(self, "events"):
-            self.events.close()
-        self.checkpointer.close()
+        """Closes the progress bar, event files and checkpointer, each even if another fails."""
+        with contextlib.ExitStack() as stack:
+            stack.callback(self.checkpointer.close)
+            if hasattr(self, "events"):
+                stack.callback(self.events.close)
+            if self.bar is not None:
+                stack.callback(self.bar.close)
 
     def result(self, tests: Sequence[EvalData], interrupt: Interrupt) -> FitResult:
         """The selected epoch (after the method's post-hoc step, if any) on every set.

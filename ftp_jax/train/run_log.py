@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,19 @@ class EventLog:
             self.writer.add_scalar(tag, float(value), step)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        if self.writer is None:
+            return
+        writer, self.writer = self.writer, None
+        try:
+            writer.close()
+        except OSError:
+            # A full disk: stop tensorboardX's writer thread and mark its files closed, or
+            # its exit hook retries and prints tracebacks. The rerun writes these events
+            # again (it purges past its checkpoint).
+            for file_writer in (writer.all_writers or {}).values():
+                events = file_writer.event_writer
+                if getattr(events, "_worker", None) is not None:
+                    with contextlib.suppress(Exception):
+                        events._worker.stop()
+                events._closed = True
+            raise

@@ -1,6 +1,6 @@
 """Compiled full ResNet-50 steps, base vs FTP: XLA flops, bytes, convolutions, entry ops.
 
-An investigation of the full-step overhead (README, Benchmarks), not part of the
+An investigation of the full-step overhead (docs/benchmarks.md), not part of the
 benchmark suite. Command: ``.venv/bin/python benchmarks/full_step_hlo.py 8 224``
 (batch size, image size). Output committed in
 ``benchmarks/results/full_step_hlo_cpu.txt``; writes each HLO to /tmp/full_step_hlo/.

@@ -1,6 +1,6 @@
 """Fused vs split (gradient jit + update jit) full ResNet-50 steps, base vs FTP, paired rounds.
 
-An investigation of the full-step overhead (README, Benchmarks), not part of the
+An investigation of the full-step overhead (docs/benchmarks.md), not part of the
 benchmark suite. Command: ``.venv/bin/python benchmarks/full_step_split.py 8 224 8
 adamw,sgd+momentum`` (batch, image size, rounds, bases). Output of that run committed
 in ``benchmarks/results/full_step_split_cpu.txt``.

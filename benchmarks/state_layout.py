@@ -71,8 +71,9 @@ def methods(bases: list[str], layouts: list[str], before_module) -> dict:
         rows[base] = (zoo[base], None)
         if before_module is not None:
             rows[f"ftp({base}) [before]"] = (before_module.ftp(zoo[base]), base)
-        for layout in layouts:
-            rows[f"ftp({base}) layout={layout}"] = (ftp_jax.ftp(zoo[base], layout=layout), base)
+        for layout in layouts:  # "buckets+base": layout="buckets", bucket_base=True
+            kwargs = {"layout": layout.split("+")[0], "bucket_base": layout.endswith("+base")}
+            rows[f"ftp({base}) layout={layout}"] = (ftp_jax.ftp(zoo[base], **kwargs), base)
     return rows
 
 
@@ -166,6 +167,34 @@ def run_model(name, shapes, args, before_module) -> dict:
     return {"params": n_params, "leaves": n_leaves, "param_bytes": param_bytes, "methods": info}
 
 
+def markdown(result: dict) -> str:
+    """The tables of ``benchmarks/RESULTS_LAYOUT.md``, from a results JSON (generated, so
+    that every number in the document is the committed file's)."""
+    lines = []
+    for model, entry in result["models"].items():
+        lines += [
+            f"**{model}** ({entry['params']:,} params, {entry['leaves']} leaves; "
+            f"{result['machine']['backend']}, {result['settings']['rounds']} rounds)",
+            "",
+            "| method | state arrays | step arrays in/out | kernels (x base) | "
+            "bytes / param byte | temp / param byte | CPU time x base |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, m in entry["methods"].items():
+            ratio = m.get("kernels_ratio_to_base")
+            kernels = f"{m['kernels']:,}" + (f" ({ratio:.2f}x)" if ratio else "")
+            cpu = m.get("cpu_ratio_to_base")
+            lines.append(
+                f"| {name} | {m['state_arrays']:,} | {m['step_arrays_in']:,} / "
+                f"{m['step_arrays_out']:,} | {kernels} | "
+                f"{m.get('bytes_accessed_per_param_byte', float('nan')):.1f} | "
+                f"{m.get('temp_per_param_byte', float('nan')):.2f} | "
+                + (f"{cpu:.2f}x |" if cpu else "1 |")
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     _common.add_common_flags(parser, default_rounds=15)
@@ -176,7 +205,17 @@ def main(argv: list[str] | None = None) -> dict:
         "--bases", default="sgd+momentum,adamw", help="comma-separated: sgd, sgd+momentum, adamw"
     )
     parser.add_argument(
-        "--layouts", default="leaves,buckets", help="comma-separated ftp layouts to compare"
+        "--layouts",
+        default="leaves,buckets,buckets+base",
+        help="comma-separated ftp layouts to compare (buckets+base: layout='buckets' with "
+        "bucket_base=True, the base optimizer on the buckets too)",
+    )
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="print the Markdown tables of a results file (RESULTS_LAYOUT.md's) and exit",
     )
     parser.add_argument(
         "--ftp-before",
@@ -185,6 +224,11 @@ def main(argv: list[str] | None = None) -> dict:
         help="another version of ftp_jax/_ftp.py (e.g. the per-leaf state before issue 24)",
     )
     args = parser.parse_args(argv)
+    if args.markdown is not None:
+        import json
+
+        print(markdown(json.loads(args.markdown.read_text())))
+        return {}
     args.bases = args.bases.split(",")
     args.layouts = args.layouts.split(",")
     if args.quick:

@@ -92,6 +92,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.set_defaults(warmup=1)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument(
+        "--ftp-layouts",
+        default="",
+        help="comma-separated ftp layouts (leaves, buckets) to time as extra rows next to "
+        "ftp's default ('auto'), e.g. leaves,buckets on a GPU",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.warmup = min(args.rounds, 2), 1
@@ -132,6 +138,11 @@ def main(argv: list[str] | None = None) -> dict:
         "adamw": zoo["adamw"],
         "ftp(adamw)": ftp_jax.ftp(zoo["adamw"]),
     }
+    ftp_rows = {"ftp(sgd+momentum)": "sgd+momentum", "ftp(adamw)": "adamw"}
+    for layout in filter(None, args.ftp_layouts.split(",")):
+        for base in ("sgd+momentum", "adamw"):
+            optimizers[f"ftp({base}) layout={layout}"] = ftp_jax.ftp(zoo[base], layout=layout)
+            ftp_rows[f"ftp({base}) layout={layout}"] = base
     steps, costs = {}, {}
     for name, tx in optimizers.items():
         holder = {"params": copy(params0), "model_state": copy(model_state0)}
@@ -227,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, samples in times.items():
         summary[name] = {**_common.summarize(samples), **costs[name]}
         summary[name]["cpu_median_s"] = statistics.median(cpu[name])
-    for name, base in (("ftp(sgd+momentum)", "sgd+momentum"), ("ftp(adamw)", "adamw")):
+    for name, base in ftp_rows.items():
         entry = summary[name]
         entry["overhead_vs_base"] = _common.paired_ratio(times, name, base) - 1
         entry["overhead_vs_base_cpu_time"] = _common.paired_ratio(cpu, name, base) - 1

@@ -57,9 +57,8 @@ def item_norms(x, kept_axes, item_axes, norm: str):
 
 
 def bucket_statistics(
-    param,
+    moved,
     gradient,
-    base_update,
     anchor,
     prev_displacement,
     prev_inverse_norm,
@@ -68,14 +67,17 @@ def bucket_statistics(
     item_axes,
     norm,
     dtype,
+    param_dtype,
 ):
     r"""Step 1 for one bucket: ``(c_t, 1 / n_t, h_t, max n_t)``.
 
-    :math:`c_t = \theta_{t-1} + u_t - w_0`, :math:`n_t = R(c_t) + 10^{-8}`,
+    ``moved`` is :math:`\theta_{t-1} + u_t` (only this sum and the gradient are
+    stacked, not the params and the updates apart), :math:`c_t = \theta_{t-1} + u_t -
+    w_0`, :math:`n_t = R(c_t) + 10^{-8}`,
     :math:`h_t = \sum g_t \odot c_{t-1} / n_{t-1}` (row sums first, then scaled, as
     the reference's ``_dot``); ``h_t`` and ``max n_t`` keep the item axes as size 1.
     """
-    anchor = anchor.astype(param.dtype)  # a no-op unless `anchor_dtype` is set
+    anchor = anchor.astype(param_dtype)  # a no-op unless `anchor_dtype` is set
     prev_displacement = prev_displacement.astype(dtype)  # a no-op by default
     radius_grad = jnp.sum(
         row_sums(gradient.astype(dtype) * prev_displacement, kept_axes) * prev_inverse_norm,
@@ -86,7 +88,7 @@ def bucket_statistics(
     # orders XLA's reads of c_{t-1} before its writes of c_t, so that c_t is written in
     # place into c_{t-1}'s donated buffer (see ftp_jax._ftp.ftp_leaf_update).
     ordered_anchor = jnp.where(jnp.isnan(radius_grad), jnp.nan, anchor)
-    displacement = param + base_update - ordered_anchor
+    displacement = moved - ordered_anchor
     norms = item_norms(displacement.astype(dtype), kept_axes, item_axes, norm) + NORM_EPS
     inverse_norm = 1.0 / norms
     max_norm = jnp.max(norms, axis=item_axes, keepdims=True)
@@ -115,18 +117,18 @@ def radius_adam(
 
 
 def bucket_projection(
-    param, base_update, anchor, displacement, inverse_norm, radius, *, kept_axes, stored_dtype
+    anchor, displacement, inverse_norm, radius, *, kept_axes, stored_dtype, param_dtype
 ):
     r"""Step 3 for one bucket: :math:`\theta_t = w_0 + \mathrm{clip}(\gamma_t / n_t, 0, 1)
-    c_t`; returns ``(update, stored displacement)``. ``radius`` has the item axes as
-    size 1."""
-    anchor = anchor.astype(param.dtype)
+    c_t`; returns ``(theta_t, stored displacement)``. ``radius`` has the item axes as
+    size 1. Each leaf's update is then ``(theta_t - theta_{t-1})`` in its update's dtype
+    (per leaf, where XLA fuses it into the step that applies it)."""
+    anchor = anchor.astype(param_dtype)
     projected_displacement, _ = radial_projection(
         displacement, radius, kept_axes, inverse_norm=inverse_norm
     )
     projected = anchor + projected_displacement
-    update = (projected - param).astype(base_update.dtype)
-    return update, displacement.astype(stored_dtype)
+    return projected, displacement.astype(stored_dtype)
 
 
 # --- init --------------------------------------------------------------------------
@@ -270,20 +272,23 @@ def update(
     displacements = _layout.bucket_buffers(layout, prev_displacement, "displacement", treedef)
     inverse_norms = _layout.bucket_buffers(layout, prev_inverse_norm, "inverse norm", treedef)
 
-    statistics, frames, stacked_inputs = [], [], []
+    flat_moved = [  # theta_{t-1} + u_t at the constrained leaves
+        p + u if constrained else None
+        for p, u, constrained in zip(flat_params, flat_base, layout.constrained, strict=True)
+    ]
+    statistics, frames, param_dtypes = [], [], []
     for bucket, members in enumerate(layout.buckets):
         plan = plans[members[0]]
-        param = _layout.stack(layout, bucket, flat_params)
+        moved = _layout.stack(layout, bucket, flat_moved)
         gradient = _layout.stack(layout, bucket, flat_grads)
-        base_update = _layout.stack(layout, bucket, flat_base)
-        ndim = param.ndim - (1 if layout.stacked else 0)
+        param_dtype = jnp.result_type(flat_params[members[0]])
+        ndim = jnp.ndim(flat_params[members[0]])
         kept, items = _frame(plan.kept_axes, ndim, layout.stacked)
         dtype = jnp.dtype(layout.groups[layout.bucket_groups[bucket]])
         statistics.append(
             bucket_statistics(
-                param,
+                moved,
                 gradient,
-                base_update,
                 anchors[bucket],
                 displacements[bucket],
                 inverse_norms[bucket],
@@ -291,10 +296,11 @@ def update(
                 item_axes=items,
                 norm=norm,
                 dtype=dtype,
+                param_dtype=param_dtype,
             )
         )
         frames.append((kept, items))
-        stacked_inputs.append((param, base_update))
+        param_dtypes.append(param_dtype)
 
     radius_grads = _layout.scalars_from_buckets(layout, [s[2] for s in statistics])
     max_norms = _layout.scalars_from_buckets(layout, [s[3] for s in statistics])
@@ -327,24 +333,23 @@ def update(
 
     flat_updates = list(flat_base)  # excluded leaves: the base optimizer's update
     new_displacements, new_inverse_norms = [], []
-    for bucket, (stats, (kept, _), (param, base_update)) in enumerate(
-        zip(statistics, frames, stacked_inputs, strict=True)
+    for bucket, (stats, (kept, _), param_dtype) in enumerate(
+        zip(statistics, frames, param_dtypes, strict=True)
     ):
         displacement, inverse_norm = stats[0], stats[1]
         bucket_radius = _layout.bucket_scalars(layout, new_radius, bucket)
         bucket_radius = jnp.reshape(bucket_radius, jnp.shape(stats[2]))
-        bucket_update, stored = bucket_projection(
-            param,
-            base_update,
+        projected, stored = bucket_projection(
             anchors[bucket],
             displacement,
             inverse_norm,
             bucket_radius,
             kept_axes=kept,
             stored_dtype=displacements[bucket].dtype,
+            param_dtype=param_dtype,
         )
-        for index, value in _layout.unstack(layout, bucket, bucket_update):
-            flat_updates[index] = value
+        for index, value in _layout.unstack(layout, bucket, projected):
+            flat_updates[index] = (value - flat_params[index]).astype(flat_base[index].dtype)
         new_displacements.append(stored)
         new_inverse_norms.append(inverse_norm)
     return treedef.unflatten(flat_updates), (
@@ -355,3 +360,41 @@ def update(
         _layout.buffers_field(layout, new_displacements, treedef),
         _layout.buffers_field(layout, new_inverse_norms, treedef),
     )
+
+
+# --- the base optimizer on the buckets (option `bucket_base`) ---------------------------
+
+
+def _bucket_layout(radius: Any, enabled: bool) -> StateLayout | None:
+    """The state's layout when the base optimizer runs on its buckets, else ``None``."""
+    if enabled and isinstance(radius, LeafScalars) and radius.layout.stacked:
+        return radius.layout
+    return None
+
+
+def base_view(radius: Any, tree: PyTree, params: PyTree, enabled: bool) -> PyTree:
+    """What the base optimizer sees of ``tree`` (params, gradients): ``tree`` itself, or
+    with ``enabled`` in the ``"buckets"`` layout ``(stacked buckets, excluded leaves)``:
+    a list of one stacked array per bucket and a list of the excluded leaves."""
+    layout = _bucket_layout(radius, enabled)
+    if layout is None:
+        return tree
+    flat = jax.tree_util.tree_structure(params).flatten_up_to(tree)
+    stacked = [_layout.stack(layout, b, flat) for b in range(len(layout.buckets))]
+    excluded = [x for x, c in zip(flat, layout.constrained, strict=True) if not c]
+    return stacked, excluded
+
+
+def base_unview(radius: Any, view: PyTree, params: PyTree, enabled: bool) -> PyTree:
+    """The inverse of :func:`base_view`: a tree like ``params``."""
+    layout = _bucket_layout(radius, enabled)
+    if layout is None:
+        return view
+    stacked, excluded = view
+    flat: list[Any] = [None] * len(layout.constrained)
+    for bucket, value in enumerate(stacked):
+        for index, leaf in _layout.unstack(layout, bucket, value):
+            flat[index] = leaf
+    rest = iter(excluded)
+    flat = [next(rest) if not c else x for x, c in zip(flat, layout.constrained, strict=True)]
+    return jax.tree_util.tree_structure(params).unflatten(flat)

@@ -301,12 +301,27 @@ class LeafScalars:
         group, position = self.layout.slots[index]
         return _value(self.vectors[group])[position]
 
-    def tree(self) -> PyTree:
-        """The scalars as a tree like the params, ``None`` at excluded leaves."""
+    def tree(self, missing: Any = None) -> PyTree:
+        """The scalars as a tree like the params, ``missing`` at excluded leaves.
+
+        Vectors stacked on leading axes (a trajectory over steps) give each leaf's
+        values stacked the same way: a leaf is an element of the vectors' last axis."""
         layout = self.layout
         values = [_value(v) for v in self.vectors]
-        leaves = [None if slot is None else values[slot[0]][slot[1]] for slot in layout.slots]
+        leaves = [
+            missing if slot is None else values[slot[0]][..., slot[1]] for slot in layout.slots
+        ]
         return layout.treedef.unflatten(leaves)
+
+    def like(self, params: PyTree, missing: Any = None) -> PyTree:
+        """The scalars as a tree of the structure of ``params`` (e.g. NNX variables as
+        the update sees them), ``missing`` at excluded leaves; differentiable."""
+        treedef = jax.tree_util.tree_structure(params)
+        leaves = [
+            missing if slot is None else self.vectors[slot[0]][slot[1]]
+            for slot in self.layout.slots
+        ]
+        return treedef.unflatten(leaves)
 
 
 # --- parameter-sized buffers stacked per bucket -------------------------------------

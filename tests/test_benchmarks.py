@@ -187,12 +187,13 @@ def test_buffer_options(tmp_path):
 
 
 def test_train_step(tmp_path):
-    result = _run("train_step.py", tmp_path / "train.json")
+    result = _run("train_step.py", tmp_path / "train.json", "--ftp-layouts", "buckets")
     _check_machine(result)
     steps = result["steps"]
     for name in ("sgd+momentum", "ftp(sgd+momentum)", "adamw", "ftp(adamw)", "tpgm apply"):
         assert steps[name]["median_s"] > 0, name
     assert "overhead_vs_base" in steps["ftp(adamw)"]
+    assert "overhead_vs_base" in steps["ftp(adamw) layout=buckets"]
     assert steps["tpgm update_step"]["relative_to_sgd_momentum_step"] > 0
 
 
@@ -244,3 +245,58 @@ def test_committed_recipe_throughput_results():
     # The issue's bar: real input sustains at least 0.9 of the step rate with 2 workers.
     assert result["real_over_synthetic"] >= 0.9
     assert result["params"] > 1_000_000  # a real model, not a trivially tiny step
+
+
+def test_state_layout_counts_in_process():
+    """benchmarks/state_layout.py's figures on a tiny tree (in process, one round): the
+    bucketed state's arrays do not grow with same-shape leaves, the kernels are counted."""
+    import argparse
+
+    from benchmarks import _common, state_layout
+
+    shapes = [
+        (f"block{i}/{name}", shape)
+        for i in range(4)
+        for name, shape in (("kernel", (3, 3, 4, 4)), ("bias", (4,)))
+    ]
+    args = argparse.Namespace(bases=["adamw"], layouts=["leaves", "buckets"], rounds=1, warmup=0)
+    before = _common.load_ftp_module(ROOT / "benchmarks" / "_ftp_per_leaf.py")
+    methods = state_layout.run_model("tiny", shapes, args, before)["methods"]
+    base = methods["adamw"]["state_arrays"]
+    extra = {name: m["state_arrays"] - base for name, m in methods.items()}
+    assert extra["ftp(adamw) [before]"] == 1 + 6 * 8  # count, 6 arrays per leaf
+    assert extra["ftp(adamw) layout=leaves"] == 1 + 3 * 8 + 3  # 3 buffers per leaf, 3 vectors
+    assert extra["ftp(adamw) layout=buckets"] == 1 + 3 * 2 + 3  # 2 buckets
+    for m in methods.values():
+        assert m["kernels"] > 0 and m["step_arrays_out"] == 8 + m["state_arrays"]
+    assert (
+        methods["ftp(adamw) layout=buckets"]["kernels"] < methods["ftp(adamw) [before]"]["kernels"]
+    )
+
+
+def test_count_kernels():
+    from benchmarks.state_layout import count_kernels
+
+    hlo = """HloModule m
+ENTRY %main (p: f32[4]) -> (f32[4], f32[4]) {
+  %p = f32[4]{0} parameter(0)
+  %c = f32[] constant(1)
+  %f = f32[4]{0} fusion(%p, %c), kind=kLoop, calls=%fused
+  %b = f32[4]{0} bitcast(%f)
+  %g = f32[4]{0} copy(%b)
+  ROOT %t = (f32[4]{0}, f32[4]{0}) tuple(%f, %g)
+}
+"""
+    assert count_kernels(hlo) == {"fusion": 1, "copy": 1}
+
+
+def test_dispatch_probe_in_process():
+    import argparse
+
+    from benchmarks import dispatch_probe
+
+    entry = dispatch_probe.run_size(4, argparse.Namespace(rounds=1, warmup=0))
+    steps = entry["steps"]
+    assert steps["buffers N=4"]["arrays_in_out"] == 8 and steps["vector N=4"]["kernels"] >= 1
+    assert steps["kernels N=4"]["kernels"] >= 4
+    assert set(entry["derived"]) == {"per_buffer_us", "per_kernel_us"}

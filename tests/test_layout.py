@@ -147,11 +147,20 @@ def _mixed_close(actual, expected, dtype=None):
 class AgreementTest(parameterized.TestCase):
     """Each layout against the per-leaf code, 12 steps on a mixed tree."""
 
-    @parameterized.product(layout=LAYOUTS, norm=("mars", "l2"))
+    @parameterized.parameters(
+        ("leaves", "mars"), ("buckets", "mars"), ("buckets", "l2"), ("buckets+base", "mars")
+    )
     def test_layout_matches_per_leaf_code(self, layout, norm):
         params = _mixed_params()
         base = optax.adamw(3e-2, weight_decay=1e-2)
-        new = ftp_jax.ftp(base, mask=MASK, row_axes=ROW_AXES, norm=norm, layout=layout)
+        new = ftp_jax.ftp(
+            base,
+            mask=MASK,
+            row_axes=ROW_AXES,
+            norm=norm,
+            layout=layout.split("+")[0],
+            bucket_base=layout.endswith("+base"),  # adamw is element-wise: exact
+        )
         old = _per_leaf_ftp(base, norm=norm)
         thetas, radii, _ = _trajectory(new, params, 12, ftp_jax.ftp_radii)
         old_thetas, old_radii, _ = _trajectory(old, params, 12, _per_leaf_radii)
@@ -160,6 +169,12 @@ class AgreementTest(parameterized.TestCase):
         _close_to_leaf_scale(thetas, old_thetas, 3e-6)
         _close_to_leaf_scale(radii, old_radii, 3e-6)
         self.assertIsNone(radii["head"]["kernel"])
+        if layout == "buckets+base":  # the base state holds one moment array per bucket
+            moments = jax.eval_shape(new.init, params).base_state[0].mu
+            self.assertEqual(
+                [m.shape for m in moments[0]], [(3, 4), (3, 3, 3, 2, 4), (1, 4, 5), (1, 6, 4)]
+            )
+            self.assertEqual([m.shape for m in moments[1]], [(2,), (5, 2)])  # excluded head
 
     def test_float64_and_mixed_dtypes(self):
         with jax.enable_x64(True):

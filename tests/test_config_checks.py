@@ -356,6 +356,8 @@ def test_experiment_wide_settings(renditions):
     _refused(renditions, ["seeds=(0, 0)", "tune_seeds=(0,)"], "repeat a seed")
     _refused(renditions, ["seeds=(0, -1)"], "seeds.1 must be >= 0")
     _refused(renditions, ["train_subset=-1"], "train_subset must be >= 0")
+    _refused(renditions, ["train_subset=8"], "batch_size=", "more than the 8 training examples")
+    _refused(quick(renditions), ["finetune.batch_size=1024"], "finetune.batch_size=1024")
     _refused(renditions, ["channels=2"], "channels must be 1 (grey) or 3 (RGB)")
     _refused(renditions, ["id_dataset=photo"], "id_dataset: 'photo' is not one of")
     _refused(renditions, ["ood_datasets=(('nope', 'test'),)"], "ood_datasets.0: 'nope'")

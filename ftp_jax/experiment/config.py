@@ -567,10 +567,21 @@ def validate(config: ExperimentConfig) -> None:
             raise refuse(f"regimes.{i}.percent={regime.percent!r}", error) from None
         for name in ("epochs", "batch_size"):
             check_int(f"regimes.{i}.{name} (0 = finetune.{name}'s)", getattr(regime, name), 0)
+    _check_batch(config, "pretrain.batch_size", config.pretrain.batch_size, "pre-training")
     runs = [("pretrain", config.pretrain)]
     for i, regime in enumerate(config.regimes):
         runs += _validate_regime(config, i, regime)
     _validate_on_model(config, runs)
+
+
+def _check_batch(config: ExperimentConfig, key: str, batch_size: int, stage: str) -> None:
+    """A stage trains on at most ``train_subset`` examples: a batch must fit in them."""
+    if config.train_subset and batch_size > config.train_subset:
+        raise ValueError(
+            f"{key}={batch_size} is more than the {config.train_subset} training examples "
+            f"{stage} uses at most (train_subset={config.train_subset}): not one batch; set "
+            f"{key} <= {config.train_subset} or a larger train_subset (0 = all)."
+        )
 
 
 _ABSTRACT_PARAMS: dict = {}  # channels -> _abstract_params(channels)
@@ -627,6 +638,8 @@ def _validate_regime(
         ) from None
     epochs = finetune.epochs
     where = f"in the {regime.name} regime ({epochs_key}={epochs})"
+    batch_key = f"regimes.{index}.batch_size" if regime.batch_size else "finetune.batch_size"
+    _check_batch(config, batch_key, finetune.batch_size, f"the {regime.name} regime")
     for j, row in enumerate(config.methods):
         if not row.runs_in(regime.percent):
             continue

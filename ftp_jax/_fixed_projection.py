@@ -17,10 +17,13 @@ from ftp_jax._skeleton import (
     LeafPlan,
     MaskOrFn,
     anchor_tree,
+    base_update,
     check_base_optimizer,
     check_nonnegative,
     check_norm,
+    check_update_trees,
     flat_anchor,
+    is_params_placeholder,
     leaf_plans,
     map_leaves,
     require_params,
@@ -227,6 +230,8 @@ def mars_pgm(
     base_optimizer = check_base_optimizer(base_optimizer, "mars_pgm")
 
     def init_fn(params):
+        if is_params_placeholder(params):  # optax.tree_utils.tree_map_params
+            return MarsPGMState(anchor=params, base_state=base_optimizer.init(params))
         plans = leaf_plans(params, mask, row_axes, method="MARS-PGM")
         _leaf_radii(radius, params, plans)  # fails at init for a bad radius
         return MarsPGMState(
@@ -235,8 +240,9 @@ def mars_pgm(
 
     def update_fn(updates, state, params=None, **extra_args):
         require_params(params, "mars_pgm")
-        base_updates, base_state = base_optimizer.update(
-            updates, state.base_state, params, **extra_args
+        check_update_trees("mars_pgm", params, updates, state.anchor)
+        base_updates, base_state = base_update(
+            base_optimizer, updates, state.base_state, params, "mars_pgm", **extra_args
         )
         plans = leaf_plans(params, mask, row_axes, method="MARS-PGM")
         radii = jax.tree_util.tree_structure(params).unflatten(_leaf_radii(radius, params, plans))

@@ -13,13 +13,17 @@ import optax
 from ftp_jax._projection import radial_projection, row_norms, row_norms_shape, row_sums
 from ftp_jax._readouts import radii
 from ftp_jax._skeleton import (
+    NOT_PARAMS,
     LeafPlan,
     MaskOrFn,
     anchor_tree,
+    base_update,
     check_base_optimizer,
     check_nonnegative,
     check_norm,
+    check_update_trees,
     constrained_tree,
+    is_params_placeholder,
     leaf_plans,
     map_leaves,
     radius_dtype,
@@ -77,8 +81,20 @@ def _buffer_dtype(dtype: Any, name: str) -> Any:
     return dtype
 
 
+_WRAP_FORM = (
+    "ftp wraps the base optimizer whose step it projects: write ftp(optax.sgd(1e-2, "
+    "momentum=0.9), k=1.0), or the shortcuts ftp_sgd(1e-2, momentum=0.9) and "
+    "ftp_adamw(1e-4). The chain form optax.chain(ftp(...), optax.adamw(...)) cannot "
+    "work: FTP needs both the gradient (to learn the radius) and the base optimizer's "
+    "step (to project theta + step), and a link of a chain sees only what the link "
+    "before it passes on; ftp first in a chain would project the raw gradient as if it "
+    "were the step, and AdamW would then rescale what came out, so the step actually "
+    "applied to the params is never projected."
+)
+
+
 def ftp(
-    base_optimizer: optax.GradientTransformation,
+    base_optimizer: optax.GradientTransformation | None = None,
     *,
     k: float = 1.0,
     mask: MaskOrFn = None,
@@ -115,6 +131,16 @@ def ftp(
     derivative of the loss with respect to the previous radius through the
     previous projection. Excluded leaves follow the base optimizer exactly.
 
+    ``ftp`` wraps its base optimizer, ``ftp(optax.sgd(1e-2, momentum=0.9), k=1.0)``
+    (or the shortcuts :func:`ftp_sgd` and :func:`ftp_adamw`); it is not a link of
+    an ``optax.chain``. It needs both the gradient :math:`g_t` (for :math:`h_t`)
+    and the base optimizer's step :math:`u_t` (to project
+    :math:`\theta_{t-1} + u_t`), and a link of a chain sees only what the link
+    before it passes on: in ``optax.chain(ftp(...), optax.adamw(...))`` FTP would
+    project the raw gradient as if it were the step and AdamW would then rescale
+    what came out, so the step applied to the params would never be projected.
+    ``ftp()`` without a base optimizer raises a TypeError that says so.
+
     .. note::
       This reproduces the authors' reference code (GT-RIPL/FTP ``util/FTP.py``),
       quirks included: the radius is :math:`10^{-8}` at step 1 and its Adam
@@ -124,7 +150,7 @@ def ftp(
       was inactive; a 1-D leaf has one L1 norm over the whole vector.
 
     Args:
-      base_optimizer: the optimizer whose step is projected, e.g.
+      base_optimizer: required, the optimizer whose step is projected, e.g.
         ``optax.adamw(1e-4)``. Its state is nested in :class:`FTPState`.
       k: gradient annealing factor in ``[0, 1]``: a positive :math:`h_t` (one that
         would shrink the radius) is multiplied by ``k``; smaller ``k`` tightens
@@ -166,7 +192,9 @@ def ftp(
       ValueError: for ``k`` outside ``[0, 1]``, an unknown ``norm``, a
         non-floating ``anchor_dtype`` or ``displacement_dtype``, and (at
         ``init``/``update``) a ``mask``, ``row_axes`` or ``anchor`` that does not
-        fit the params; messages name the leaf path.
+        fit the params, or (at ``update``) params or gradients whose structure or
+        shapes differ from those ``init`` saw; messages name the leaf path.
+      TypeError: no ``base_optimizer``, or one that is not a GradientTransformation.
 
     Example:
       >>> import jax.numpy as jnp, optax, ftp_jax
@@ -183,6 +211,8 @@ def ftp(
       Tian, Liu, Smith, Kira, "Fast Trainable Projection for Robust Fine-Tuning",
       NeurIPS 2023, arXiv:2310.19182.
     """
+    if base_optimizer is None:
+        raise TypeError(f"ftp() needs a base optimizer. {_WRAP_FORM}")
     check_nonnegative(
         "k",
         k,
@@ -197,6 +227,17 @@ def ftp(
     base_optimizer = check_base_optimizer(base_optimizer, "ftp")
 
     def init_fn(params: PyTree) -> FTPState:
+        if is_params_placeholder(params):  # optax.tree_utils.tree_map_params
+            return FTPState(
+                count=jnp.zeros([], jnp.int32),
+                anchor=params,
+                radius=NOT_PARAMS,
+                radius_mu=NOT_PARAMS,
+                radius_nu=NOT_PARAMS,
+                prev_displacement=params,
+                prev_inverse_norm=NOT_PARAMS,
+                base_state=base_optimizer.init(params),
+            )
         plans = leaf_plans(params, mask, row_axes, method="FTP")
         radius = constrained_tree(params, plans, lambda p, _: jnp.zeros((), radius_dtype(p)))
         return FTPState(
@@ -220,8 +261,9 @@ def ftp(
 
     def update_fn(updates, state, params=None, **extra_args):
         require_params(params, "ftp")
-        base_updates, base_state = base_optimizer.update(
-            updates, state.base_state, params, **extra_args
+        check_update_trees("ftp", params, updates, state.anchor)
+        base_updates, base_state = base_update(
+            base_optimizer, updates, state.base_state, params, "ftp", **extra_args
         )
         count = optax.safe_int32_increment(state.count)
         leaf_step = functools.partial(

@@ -12,9 +12,12 @@ from ftp_jax._skeleton import (
     LeafPlan,
     MaskOrFn,
     anchor_tree,
+    base_update,
     check_base_optimizer,
     check_nonnegative,
+    check_update_trees,
     flat_anchor,
+    is_params_placeholder,
     leaf_plans,
     map_leaves,
     require_params,
@@ -162,12 +165,15 @@ def l2sp(
     check_nonnegative("beta", beta, "L2-SP")
 
     def init_fn(params):
+        if is_params_placeholder(params):  # optax.tree_utils.tree_map_params
+            return L2SPState(anchor=params)
         plans = leaf_plans(params, mask, None, method="L2-SP")
         return L2SPState(anchor=anchor_tree(params, anchor, plans))
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         require_params(params, "l2sp")
+        check_update_trees("l2sp", params, updates, state.anchor)
 
         def leaf_update(plan, p, g, a):
             return ((g + l2sp_leaf_gradient(plan, p, a, alpha=alpha, beta=beta)).astype(g.dtype),)
@@ -242,6 +248,12 @@ def l2sp_decoupled(
     base_optimizer = check_base_optimizer(base_optimizer, "l2sp_decoupled")
 
     def init_fn(params):
+        if is_params_placeholder(params):  # optax.tree_utils.tree_map_params
+            return L2SPDecoupledState(
+                count=jnp.zeros([], jnp.int32),
+                anchor=params,
+                base_state=base_optimizer.init(params),
+            )
         plans = leaf_plans(params, mask, None, method="L2-SP")
         return L2SPDecoupledState(
             count=jnp.zeros([], jnp.int32),
@@ -251,8 +263,9 @@ def l2sp_decoupled(
 
     def update_fn(updates, state, params=None, **extra_args):
         require_params(params, "l2sp_decoupled")
-        base_updates, base_state = base_optimizer.update(
-            updates, state.base_state, params, **extra_args
+        check_update_trees("l2sp_decoupled", params, updates, state.anchor)
+        base_updates, base_state = base_update(
+            base_optimizer, updates, state.base_state, params, "l2sp_decoupled", **extra_args
         )
         rate = learning_rate(state.count) if callable(learning_rate) else learning_rate
 

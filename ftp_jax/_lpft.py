@@ -9,7 +9,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ftp_jax._skeleton import MaskOrFn, check_base_optimizer, leaf_plans
+from ftp_jax._skeleton import (
+    MaskOrFn,
+    base_update,
+    check_base_optimizer,
+    check_update_trees,
+    is_params_placeholder,
+    leaf_plans,
+)
 
 __all__ = ["LPFTState", "lp_ft"]
 
@@ -130,6 +137,12 @@ def lp_ft(
     backbone_tx = optax.masked(backbone_optimizer, backbone_mask)
 
     def init_fn(params):
+        if is_params_placeholder(params):  # optax.tree_utils.tree_map_params
+            return LPFTState(  # optax.masked passes the placeholder on unmasked
+                count=jnp.zeros([], jnp.int32),
+                head_state=head_tx.init(params),
+                backbone_state=backbone_tx.init(params),
+            )
         held = jax.tree_util.tree_leaves(backbone_mask(params))
         if all(held) or not any(held):
             which = "every" if all(held) else "no"
@@ -145,12 +158,21 @@ def lp_ft(
         )
 
     def update_fn(updates, state, params=None, **extra_args):
+        if params is not None:
+            check_update_trees("lp_ft", params, updates)
+        try:
+            held = backbone_mask(updates)
+        except ValueError as error:
+            raise ValueError(f"lp_ft: the trees passed to `update` do not fit: {error}") from None
         # The head's leaves are transformed; the backbone's pass through as gradients.
-        updates, head_state = head_tx.update(updates, state.head_state, params, **extra_args)
-        held = backbone_mask(updates)
+        updates, head_state = base_update(
+            head_tx, updates, state.head_state, params, "lp_ft", **extra_args
+        )
 
         def fine_tune(_):
-            return backbone_tx.update(updates, state.backbone_state, params, **extra_args)
+            return base_update(
+                backbone_tx, updates, state.backbone_state, params, "lp_ft", **extra_args
+            )
 
         def probe(_):
             zeroed = jax.tree_util.tree_map(

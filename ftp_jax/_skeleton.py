@@ -14,8 +14,11 @@ Everything between them lives here, once:
 - :func:`map_leaves`: maps a per-leaf function over parallel trees, as
   ``jax.tree.map`` does, with the plans; it checks that the mask did not change
   since ``init`` and returns one tree per output of the function.
+- :func:`is_params_placeholder` and :data:`NOT_PARAMS`: how an ``init`` answers
+  ``optax.tree_utils.tree_map_params`` (the trees like the params, and the rest).
 - The argument checks that every factory shares (base optimizer, norm,
-  non-negative numbers, params passed to ``update``).
+  non-negative numbers, params passed to ``update`` and whether they fit the
+  state's, :func:`check_update_trees` and :func:`base_update`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ftp_jax._paths import leaf_path, per_leaf_values, tree_difference
+from ftp_jax._paths import leaf_path, leaf_paths, per_leaf_values, tree_difference
 from ftp_jax._projection import NORMS, compute_dtype
 from ftp_jax._row_axes import flax_row_axes, normalize_row_axes
 
@@ -37,15 +40,19 @@ PyTree = Any
 MaskOrFn = PyTree | Callable[[PyTree], PyTree] | None
 
 __all__ = [
+    "NOT_PARAMS",
     "LeafPlan",
     "MaskOrFn",
     "anchor_tree",
+    "base_update",
     "check_anchor",
     "check_base_optimizer",
     "check_nonnegative",
     "check_norm",
+    "check_update_trees",
     "constrained_tree",
     "flat_anchor",
+    "is_params_placeholder",
     "leaf_plans",
     "map_leaves",
     "radius_dtype",
@@ -194,6 +201,37 @@ def radius_dtype(leaf: Any) -> jnp.dtype:
     return compute_dtype(jnp.result_type(leaf))
 
 
+# --- optax.tree_utils.tree_map_params ------------------------------------------------
+
+
+class _NotParams:
+    """Marks a state field that is not a tree like the params (per-leaf scalars, counts)."""
+
+    def __repr__(self) -> str:
+        return "NOT_PARAMS"
+
+
+NOT_PARAMS = _NotParams()
+
+
+def is_params_placeholder(params: Any) -> bool:
+    """Whether ``init`` got ``optax.tree_utils.tree_map_params``'s stand-in for the params.
+
+    ``tree_map_params`` calls ``init`` with one opaque object in place of the params
+    and maps its function over the parts of the state where that object comes back
+    (``optax.masked`` detects it the same way). A method's ``init`` then returns its
+    state with the placeholder in the fields like the params (the anchor, FTP's
+    displacement, the base optimizer's state) and :data:`NOT_PARAMS` in the others
+    (per-leaf scalars such as radii, whose leaves are not the params' shapes), so that
+    the function reaches exactly the trees like the params, and
+    ``transform_non_params`` gets each other field whole.
+    """
+    placeholder = getattr(
+        getattr(optax.tree_utils, "_state_utils", None), "_ParamsPlaceholder", None
+    )
+    return placeholder is not None and isinstance(params, placeholder)
+
+
 # --- the map -----------------------------------------------------------------------
 
 
@@ -260,6 +298,139 @@ def check_base_optimizer(
             f"optax.adamw(1e-4), got {type(base_optimizer).__name__}."
         )
     return optax.with_extra_args_support(base_optimizer)
+
+
+def _is_masked(x: Any) -> bool:
+    return isinstance(x, optax.MaskedNode)
+
+
+def _init_difference(params: PyTree, state_tree: PyTree) -> str:
+    """Describes how the paths of the params differ from those of a state tree
+    (``MaskedNode`` at excluded leaves counts as a leaf)."""
+    params_paths = leaf_paths(params)
+    state_flat = jax.tree_util.tree_flatten_with_path(state_tree, is_leaf=_is_masked)[0]
+    state_paths = [leaf_path(kp) for kp, _ in state_flat]
+    missing = [p for p in state_paths if p not in set(params_paths)]
+    unexpected = [p for p in params_paths if p not in set(state_paths)]
+    parts = []
+    if missing:
+        parts.append(f"leaves at init but not now: {missing[:6]}")
+    if unexpected:
+        parts.append(f"leaves now but not at init: {unexpected[:6]}")
+    if not parts:
+        parts.append(
+            f"the containers differ (now: {jax.tree_util.tree_structure(params)}; at init: "
+            f"{jax.tree_util.tree_structure(state_tree, is_leaf=_is_masked)})"
+        )
+    return "; ".join(parts)
+
+
+def check_update_trees(
+    method: str, params: PyTree, updates: PyTree, anchor: PyTree | None = None
+) -> None:
+    """Checks, before any work, that ``update``'s trees fit each other and the state.
+
+    ``updates`` (the gradients) must have the params' structure and shapes;
+    ``anchor`` (the state's tree like the params, with ``MaskedNode`` at excluded
+    leaves; ``None`` for a state without one) must have the structure of the params
+    and, at every constrained leaf, their shapes: it was built from the params that
+    ``init`` saw (an object with a ``tree()`` method, a stacked state layout, is
+    read through it). Shapes only, at trace time: no cost in a jitted step.
+
+    Raises:
+      ValueError: naming the method, the leaf path and both shapes (or the paths
+        that differ), in place of JAX's pytree or broadcasting errors.
+    """
+    treedef = jax.tree_util.tree_structure(params)
+    flat_params = jax.tree_util.tree_flatten_with_path(params)[0]
+    if anchor is not None and callable(getattr(anchor, "tree", None)):
+        anchor = jax.eval_shape(anchor.tree)  # a stacked layout: its tree's shapes, no copies
+    if anchor is not None:
+        if jax.tree_util.tree_structure(anchor, is_leaf=_is_masked) != treedef:
+            raise ValueError(
+                f"{method}: the params passed to `update` do not have the structure of the "
+                f"params passed to `init` ({_init_difference(params, anchor)}). Initialize "
+                "the state with these params (`tx.init(params)`), or pass the params the "
+                "state was initialized with."
+            )
+        for (key_path, p), a in zip(
+            flat_params, jax.tree_util.tree_leaves(anchor, is_leaf=_is_masked), strict=True
+        ):
+            if not _is_masked(a) and np.shape(a) != np.shape(p):
+                raise ValueError(
+                    f"{method}: the param at {leaf_path(key_path)!r} has shape {np.shape(p)} "
+                    f"in `update`, but shape {np.shape(a)} when the state was initialized. "
+                    "Initialize the state with these params (`tx.init(params)`), or pass the "
+                    "params the state was initialized with."
+                )
+    try:
+        flat_updates = treedef.flatten_up_to(updates)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"{method}: the updates (gradients) passed to `update` do not have the structure "
+            f"of `params`: {tree_difference(params, updates, 'updates')}"
+        ) from None
+    for (key_path, p), u in zip(flat_params, flat_updates, strict=True):
+        if np.shape(u) != np.shape(p):
+            raise ValueError(
+                f"{method}: the update (gradient) at {leaf_path(key_path)!r} has shape "
+                f"{np.shape(u)}, but the param has shape {np.shape(p)}."
+            )
+
+
+def _base_state_mismatch(base_state: PyTree, params: PyTree) -> tuple[str, Any, Any] | None:
+    """The first leaf at which a tree like the params inside ``base_state`` (an optax
+    moment, trace, ...) has another shape than ``params``: ``(path, state shape, param
+    shape)``, or None."""
+    treedef = jax.tree_util.tree_structure(params)
+    if treedef.num_leaves <= 1 and treedef.num_nodes <= 1:
+        return None  # params that are one array: every state array would look like them
+
+    def like_params(x: Any) -> bool:
+        try:
+            return jax.tree_util.tree_structure(x, is_leaf=_is_masked) == treedef
+        except Exception:  # noqa: BLE001 - best effort, on the error path only
+            return False
+
+    flat_params = jax.tree_util.tree_flatten_with_path(params)[0]
+    for tree in jax.tree_util.tree_leaves(base_state, is_leaf=like_params):
+        if not like_params(tree):
+            continue
+        leaves = jax.tree_util.tree_leaves(tree, is_leaf=_is_masked)
+        for (key_path, p), leaf in zip(flat_params, leaves, strict=True):
+            if hasattr(leaf, "shape") and np.shape(leaf) != np.shape(p):
+                return leaf_path(key_path), np.shape(leaf), np.shape(p)
+    return None
+
+
+def base_update(
+    base_optimizer: optax.GradientTransformationExtraArgs,
+    updates: PyTree,
+    base_state: optax.OptState,
+    params: PyTree,
+    method: str,
+    **extra_args: Any,
+) -> tuple[PyTree, optax.OptState]:
+    """``base_optimizer.update(updates, base_state, params, **extra_args)``.
+
+    When it fails and the base state holds a tree like the params (Adam's moments, a
+    momentum trace) of other shapes than ``params``, e.g. at a leaf that ``mask``
+    excludes (which the method's own state does not keep), the error names the
+    method, the leaf and both shapes.
+    """
+    try:
+        return base_optimizer.update(updates, base_state, params, **extra_args)
+    except (TypeError, ValueError) as error:
+        mismatch = _base_state_mismatch(base_state, params)
+        if mismatch is None:
+            raise
+        path, state_shape, param_shape = mismatch
+        raise ValueError(
+            f"{method}: the param at {path!r} has shape {param_shape} in `update`, but the "
+            f"base optimizer's state was initialized for shape {state_shape}. Initialize "
+            "the state with these params (`tx.init(params)`), or pass the params the state "
+            "was initialized with."
+        ) from error
 
 
 def check_norm(norm: Any) -> str:

@@ -10,8 +10,11 @@ import optax
 from ftp_jax._skeleton import (
     MaskOrFn,
     anchor_tree,
+    base_update,
     check_base_optimizer,
     check_nonnegative,
+    check_update_trees,
+    is_params_placeholder,
     leaf_plans,
     map_leaves,
     radius_dtype,
@@ -153,6 +156,8 @@ def spd(
     base_optimizer = check_base_optimizer(base_optimizer, "spd")
 
     def init_fn(params):
+        if is_params_placeholder(params):  # optax.tree_utils.tree_map_params
+            return SPDState(anchor=params, base_state=base_optimizer.init(params))
         plans = leaf_plans(params, mask, None, method="SPD")
         return SPDState(
             anchor=anchor_tree(params, anchor, plans), base_state=base_optimizer.init(params)
@@ -160,8 +165,9 @@ def spd(
 
     def update_fn(updates, state, params=None, **extra_args):
         require_params(params, "spd")
-        base_updates, base_state = base_optimizer.update(
-            updates, state.base_state, params, **extra_args
+        check_update_trees("spd", params, updates, state.anchor)
+        base_updates, base_state = base_update(
+            base_optimizer, updates, state.base_state, params, "spd", **extra_args
         )
 
         def constrained(plan, p, g, u, a):

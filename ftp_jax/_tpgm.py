@@ -6,7 +6,6 @@ import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,14 +14,18 @@ import optax
 from ftp_jax._projection import radial_projection, row_norms
 from ftp_jax._readouts import radii
 from ftp_jax._skeleton import (
+    NOT_PARAMS,
     LeafPlan,
     MaskOrFn,
     anchor_tree,
+    base_update,
     check_base_optimizer,
     check_nonnegative,
     check_norm,
+    check_update_trees,
     constrained_tree,
     flat_anchor,
+    is_params_placeholder,
     leaf_plans,
     map_leaves,
     radius_dtype,
@@ -50,12 +53,12 @@ _UNROLLED_STEPS = 8  # radius steps up to this many run unrolled, more in a lax.
 class TPGMState(NamedTuple):
     """State of :func:`tpgm`. MaskedNode at the leaves that ``mask`` excludes."""
 
-    count: chex.Array  # int32 []: updates taken (training steps).
+    count: jax.Array  # int32 []: updates taken (training steps).
     anchor: PyTree  # like params: the pre-trained values w0.
     radius: PyTree  # one float [] per constrained leaf: gamma (0 until first used).
     radius_adam: optax.OptState  # optax.adam state over `radius`.
-    initialized: chex.Array  # bool []: radii set to min(R(theta - w0)) / 2 yet.
-    heldout_loss: chex.Array  # float32 []: mean held-out loss of the last radius update (0 before).
+    initialized: jax.Array  # bool []: radii set to min(R(theta - w0)) / 2 yet.
+    heldout_loss: jax.Array  # float32 []: mean held-out loss of the last radius update (0 before).
     base_state: optax.OptState  # state of the wrapped base optimizer.
 
 
@@ -183,7 +186,7 @@ class _Radii(NamedTuple):
 
     radius: PyTree
     radius_adam: optax.OptState
-    initialized: chex.Array
+    initialized: jax.Array
 
 
 def _check_stacked(batches: PyTree, iters: int, name: str) -> None:
@@ -424,6 +427,16 @@ def tpgm(
     )
 
     def init_fn(params: PyTree) -> TPGMState:
+        if is_params_placeholder(params):  # optax.tree_utils.tree_map_params
+            return TPGMState(
+                count=jnp.zeros([], jnp.int32),
+                anchor=params,
+                radius=NOT_PARAMS,
+                radius_adam=NOT_PARAMS,
+                initialized=jnp.zeros((), bool),
+                heldout_loss=jnp.zeros((), jnp.float32),
+                base_state=base_optimizer.init(params),
+            )
         plans = leaf_plans(params, mask, row_axes, method="TPGM")
         return _initial_state(params, plans, anchor, radius_optimizer, base_optimizer.init(params))
 
@@ -438,8 +451,9 @@ def tpgm(
         **extra_args,
     ):
         require_params(params, "tpgm")
-        base_updates, base_state = base_optimizer.update(
-            updates, state.base_state, params, **extra_args
+        check_update_trees("tpgm", params, updates, state.anchor)
+        base_updates, base_state = base_update(
+            base_optimizer, updates, state.base_state, params, "tpgm", **extra_args
         )
         plans = leaf_plans(params, mask, row_axes, method="TPGM")
         moved = optax.apply_updates(params, base_updates)

@@ -149,13 +149,15 @@ class DeterminismTest(parameterized.TestCase):
         self.assertEqual(first.best_epoch, single.best_epoch)
         for epoch_multi, epoch_single in zip(first.history, single.history, strict=True):
             np.testing.assert_allclose(
-                epoch_multi["train_loss"], epoch_single["train_loss"], rtol=1e-4
+                epoch_multi["train_loss"], epoch_single["train_loss"], rtol=1e-4, atol=1e-6
             )
             for leaf, radius in epoch_single["radius"].items():
                 np.testing.assert_allclose(
                     epoch_multi["radius"][leaf], radius, rtol=1e-3, atol=1e-7
                 )
-        np.testing.assert_allclose(first.validation["loss"], single.validation["loss"], rtol=1e-4)
+        np.testing.assert_allclose(
+            first.validation["loss"], single.validation["loss"], rtol=1e-4, atol=1e-6
+        )
 
     def test_sharded_params_and_state_match_one_device(self):
         if jax.device_count() < 8:
@@ -163,9 +165,15 @@ class DeterminismTest(parameterized.TestCase):
         mesh = jax.make_mesh((8,), ("data",))
         sharded, single = _fit("ftp", mesh, shard_params=True), _fit("ftp")
         self.assertEqual(sharded.best_epoch, single.best_epoch)
-        np.testing.assert_allclose(sharded.validation["loss"], single.validation["loss"], rtol=1e-4)
+        np.testing.assert_allclose(
+            sharded.validation["loss"], single.validation["loss"], rtol=1e-4, atol=1e-6
+        )
         for leaf, radius in single.history[-1]["radius"].items():
-            np.testing.assert_allclose(sharded.history[-1]["radius"][leaf], radius, rtol=1e-3)
+            # A radius at its 1e-8 floor on one layout may be 2e-8 on another (an AMD
+            # EPYC CPU, issue 21): the floor's order is an absolute tolerance.
+            np.testing.assert_allclose(
+                sharded.history[-1]["radius"][leaf], radius, rtol=1e-3, atol=1e-7
+            )
 
     def test_shard_params_splits_like_the_params(self):
         if jax.device_count() < 8:

@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ftp_jax._projection import radial_projection, row_norms, row_norms_shape, row_sums
+from ftp_jax import _ftp_layout
+from ftp_jax._layout import check_layout, resolve_layout
+from ftp_jax._projection import radial_projection, row_norms, row_sums
 from ftp_jax._readouts import radii
 from ftp_jax._skeleton import (
     NOT_PARAMS,
@@ -22,11 +24,8 @@ from ftp_jax._skeleton import (
     check_nonnegative,
     check_norm,
     check_update_trees,
-    constrained_tree,
     is_params_placeholder,
     leaf_plans,
-    map_leaves,
-    radius_dtype,
     require_params,
 )
 
@@ -47,20 +46,26 @@ class FTPState(NamedTuple):
     """State of :func:`ftp`.
 
     Trees with the params' structure hold :class:`optax.MaskedNode` at the leaves
-    that ``mask`` excludes: excluded leaves keep no anchor and no radius.
+    that ``mask`` excludes: excluded leaves keep no anchor and no radius. The
+    per-leaf scalars are one vector per dtype (:class:`ftp_jax._layout.LeafScalars`;
+    read them as a tree with :func:`ftp_radii`); with ``layout="buckets"`` the
+    parameter-sized buffers are stacked per bucket of same-shape leaves
+    (:class:`ftp_jax._layout.Buckets`; ``.tree()`` unstacks them).
     """
 
     count: jax.Array  # int32 [], FTP steps taken so far (the reference's t - 1).
-    # Like params (dtype `anchor_dtype` if given): the pre-trained values w0, the centre.
+    # Like params, or Buckets (dtype `anchor_dtype` if given): the pre-trained values w0.
     anchor: PyTree
-    radius: PyTree  # one float [] per constrained leaf: gamma_t, 0 before step 1.
-    radius_mu: PyTree  # one float [] per leaf: first moment of the radius Adam.
-    radius_nu: PyTree  # one float [] per leaf: second moment of the radius Adam.
-    # Like params (dtype `displacement_dtype` if given): c_t = theta_{t-1} + u_t - w0 of
-    # the last step.
+    # LeafScalars: one float vector per radius dtype, an element per constrained leaf:
+    radius: PyTree  # gamma_t, 0 before step 1.
+    radius_mu: PyTree  # first moment of the radius Adam.
+    radius_nu: PyTree  # second moment of the radius Adam.
+    # Like params, or Buckets (dtype `displacement_dtype` if given): c_t = theta_{t-1} +
+    # u_t - w0 of the last step.
     prev_displacement: PyTree
-    # Per leaf, the shape of R(c_t) (rows kept, other axes 1; every axis 1 for norm="l2"):
-    # 1 / (R(c_t) + 1e-8), in the radius dtype (at least float32: 1e-8 underflows in float16).
+    # Like params, or Buckets; per leaf, the shape of R(c_t) (rows kept, other axes 1;
+    # every axis 1 for norm="l2"): 1 / (R(c_t) + 1e-8), in the radius dtype (at least
+    # float32: 1e-8 underflows in float16).
     prev_inverse_norm: PyTree
     base_state: optax.OptState  # state of the wrapped base optimizer.
 
@@ -106,6 +111,8 @@ def ftp(
     radius_b2: float = 0.999,
     anchor_dtype: Any = None,
     displacement_dtype: Any = None,
+    layout: str = "auto",
+    bucket_base: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Fast Trainable Projection around a base optimizer.
 
@@ -183,6 +190,20 @@ def ftp(
         leaf's scale and the radii by 2e-4 (the current :math:`c_t`, for the norms
         and the projection, keeps the params' dtype). The README's "Benchmarks"
         section reports both options' memory and departures.
+      layout: how the state is held in arrays (the same numbers in every layout, up
+        to a few ulp). ``"leaves"``: the parameter-sized buffers one array per leaf,
+        the per-leaf scalars one vector per dtype. ``"buckets"``: leaves of the same
+        shape, dtype, row axes and sharding stacked, and the step computed once per
+        bucket: 5-10x fewer arrays and kernels in the jitted step (what a GPU's update
+        time follows), but on the CPU the stacking copies cost more than they save.
+        ``"auto"`` (default): ``"leaves"`` on the CPU, ``"buckets"`` on GPUs and TPUs,
+        decided at ``init``. Figures: ``benchmarks/RESULTS_LAYOUT.md``.
+      bucket_base: off by default. When the layout is ``"buckets"``, also run the base
+        optimizer on the stacked buckets (its state then holds one array per bucket,
+        not per leaf: the fewest arrays and kernels). Exact only for an element-wise
+        base optimizer (``sgd``, momentum, ``adam``, ``adamw`` with a number as weight
+        decay): one that reads a leaf's shape or path (``optax.masked`` by path,
+        LAMB/LARS trust ratios, Adafactor) would see the stacked arrays instead.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``update`` requires
@@ -225,49 +246,55 @@ def ftp(
     anchor_dtype = _buffer_dtype(anchor_dtype, "anchor_dtype")
     displacement_dtype = _buffer_dtype(displacement_dtype, "displacement_dtype")
     base_optimizer = check_base_optimizer(base_optimizer, "ftp")
+    check_layout(layout, "ftp")
 
     def init_fn(params: PyTree) -> FTPState:
         if is_params_placeholder(params):  # optax.tree_utils.tree_map_params
+            # Stacked buckets are not like the params; nor is a base state on them.
+            stacked = resolve_layout(layout) == "buckets"
+            like_params = NOT_PARAMS if stacked else params
             return FTPState(
                 count=jnp.zeros([], jnp.int32),
-                anchor=params,
+                anchor=like_params,
                 radius=NOT_PARAMS,
                 radius_mu=NOT_PARAMS,
                 radius_nu=NOT_PARAMS,
-                prev_displacement=params,
+                prev_displacement=like_params,
                 prev_inverse_norm=NOT_PARAMS,
-                base_state=base_optimizer.init(params),
+                base_state=NOT_PARAMS if stacked and bucket_base else base_optimizer.init(params),
             )
         plans = leaf_plans(params, mask, row_axes, method="FTP")
-        radius = constrained_tree(params, plans, lambda p, _: jnp.zeros((), radius_dtype(p)))
+        fields = _ftp_layout.init_fields(
+            params,
+            plans,
+            resolve_layout(layout),
+            anchor_tree(params, anchor, plans, dtype=anchor_dtype),
+            norm=norm,
+            displacement_dtype=displacement_dtype,
+        )
+        base_params = _ftp_layout.base_view(fields["radius"], params, params, bucket_base)
         return FTPState(
-            count=jnp.zeros([], jnp.int32),
-            anchor=anchor_tree(params, anchor, plans, dtype=anchor_dtype),
-            radius=radius,
-            radius_mu=jax.tree_util.tree_map(jnp.zeros_like, radius),
-            radius_nu=jax.tree_util.tree_map(jnp.zeros_like, radius),
-            prev_displacement=constrained_tree(
-                params, plans, lambda p, _: jnp.zeros_like(p, dtype=displacement_dtype)
-            ),
-            prev_inverse_norm=constrained_tree(
-                params,
-                plans,
-                lambda p, plan: jnp.zeros(
-                    row_norms_shape(np.shape(p), plan.kept_axes, norm), radius_dtype(p)
-                ),
-            ),
-            base_state=base_optimizer.init(params),
+            count=jnp.zeros([], jnp.int32), **fields, base_state=base_optimizer.init(base_params)
         )
 
     def update_fn(updates, state, params=None, **extra_args):
         require_params(params, "ftp")
         check_update_trees("ftp", params, updates, state.anchor)
-        base_updates, base_state = base_update(
-            base_optimizer, updates, state.base_state, params, "ftp", **extra_args
+        view = functools.partial(
+            _ftp_layout.base_view, state.radius, params=params, enabled=bucket_base
         )
+        base_updates, base_state = base_update(
+            base_optimizer, view(updates), state.base_state, view(params), "ftp", **extra_args
+        )
+        base_updates = _ftp_layout.base_unview(state.radius, base_updates, params, bucket_base)
         count = optax.safe_int32_increment(state.count)
-        leaf_step = functools.partial(
-            ftp_leaf_update,
+        # ftp_leaf_update's math, in the state's layout (ftp_jax._ftp_layout).
+        new_updates, buffers = _ftp_layout.update(
+            updates,
+            base_updates,
+            params,
+            leaf_plans(params, mask, row_axes, method="FTP"),
+            state[1:-1],  # anchor, radius, radius_mu, radius_nu, prev_displacement, ...
             norm=norm,
             k=k,
             step=count.astype(jnp.float32),
@@ -275,15 +302,6 @@ def ftp(
             learning_rate=radius_learning_rate,
             b1=radius_b1,
             b2=radius_b2,
-        )
-        new_updates, *buffers = map_leaves(
-            leaf_step,
-            leaf_plans(params, mask, row_axes, method="FTP"),
-            params,
-            (updates, base_updates),
-            state[1:-1],  # anchor, radius, radius_mu, radius_nu, prev_displacement, ...
-            excluded_fn=lambda plan, p, g, u, *stored: (u, *stored),
-            method="FTP",
         )
         return new_updates, FTPState(count, *buffers, base_state)
 
@@ -311,6 +329,9 @@ def ftp_leaf_update(
     b2,
 ):
     r"""One FTP step of one constrained leaf: the math of :func:`ftp` (its equation).
+
+    The per-leaf reference of :mod:`ftp_jax._ftp_layout`, which :func:`ftp` runs
+    (the same operations, with the radius Adam on vectors); the tests compare them.
 
     .. math::
 
@@ -417,6 +438,7 @@ def ftp_adamw(
     anchor: PyTree | None = None,
     anchor_dtype: Any = None,
     displacement_dtype: Any = None,
+    layout: str = "auto",
 ) -> optax.GradientTransformationExtraArgs:
     """FTP around AdamW: the reference's ``AdamP``.
 
@@ -427,8 +449,9 @@ def ftp_adamw(
       (``optax.adamw`` defaults to 1e-4).
 
     See :func:`ftp` for the FTP arguments (``k``, ``mask``, ``row_axes``, ``norm``,
-    ``anchor``) and the memory options ``anchor_dtype`` and ``displacement_dtype``
-    (off by default: ``None`` keeps the params' dtype; e.g. ``jnp.bfloat16``).
+    ``anchor``), the memory options ``anchor_dtype`` and ``displacement_dtype``
+    (off by default: ``None`` keeps the params' dtype; e.g. ``jnp.bfloat16``) and
+    ``layout``.
     """
     return ftp(
         optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay),
@@ -439,6 +462,7 @@ def ftp_adamw(
         anchor=anchor,
         anchor_dtype=anchor_dtype,
         displacement_dtype=displacement_dtype,
+        layout=layout,
     )
 
 
@@ -455,6 +479,7 @@ def ftp_sgd(
     anchor: PyTree | None = None,
     anchor_dtype: Any = None,
     displacement_dtype: Any = None,
+    layout: str = "auto",
 ) -> optax.GradientTransformationExtraArgs:
     """FTP around SGD with momentum: the reference's ``SGDP``.
 
@@ -463,8 +488,9 @@ def ftp_sgd(
     added to the gradient before momentum, as ``torch.optim.SGD`` does.
 
     See :func:`ftp` for the FTP arguments (``k``, ``mask``, ``row_axes``, ``norm``,
-    ``anchor``) and the memory options ``anchor_dtype`` and ``displacement_dtype``
-    (off by default: ``None`` keeps the params' dtype; e.g. ``jnp.bfloat16``).
+    ``anchor``), the memory options ``anchor_dtype`` and ``displacement_dtype``
+    (off by default: ``None`` keeps the params' dtype; e.g. ``jnp.bfloat16``) and
+    ``layout``.
     """
     base = optax.chain(
         optax.add_decayed_weights(weight_decay),
@@ -479,4 +505,5 @@ def ftp_sgd(
         anchor=anchor,
         anchor_dtype=anchor_dtype,
         displacement_dtype=displacement_dtype,
+        layout=layout,
     )

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ftp_jax._layout import LeafScalars, make_layout
 from ftp_jax._projection import radial_projection, row_norms
 from ftp_jax._readouts import radii
 from ftp_jax._skeleton import (
@@ -23,12 +24,10 @@ from ftp_jax._skeleton import (
     check_nonnegative,
     check_norm,
     check_update_trees,
-    constrained_tree,
     flat_anchor,
     is_params_placeholder,
     leaf_plans,
     map_leaves,
-    radius_dtype,
     require_params,
 )
 
@@ -55,8 +54,10 @@ class TPGMState(NamedTuple):
 
     count: jax.Array  # int32 []: updates taken (training steps).
     anchor: PyTree  # like params: the pre-trained values w0.
-    radius: PyTree  # one float [] per constrained leaf: gamma (0 until first used).
-    radius_adam: optax.OptState  # optax.adam state over `radius`.
+    # LeafScalars (ftp_jax._layout): one float vector per radius dtype, an element per
+    # constrained leaf: gamma (0 until first used). Read as a tree with tpgm_radii.
+    radius: PyTree
+    radius_adam: optax.OptState  # optax.adam state over `radius` (vectors too).
     initialized: jax.Array  # bool []: radii set to min(R(theta - w0)) / 2 yet.
     heldout_loss: jax.Array  # float32 []: mean held-out loss of the last radius update (0 before).
     base_state: optax.OptState  # state of the wrapped base optimizer.
@@ -83,8 +84,17 @@ def tpgm_leaf_projection(
     return (anchor.astype(projected.dtype) + projected).astype(param.dtype)
 
 
+def _radius_tree(radius, params):
+    """The radii as a tree like ``params`` (MaskedNode at excluded leaves): the state's
+    vectors (LeafScalars) sliced, differentiably; a tree as it is."""
+    if isinstance(radius, LeafScalars):
+        return radius.like(params, missing=optax.MaskedNode())
+    return radius
+
+
 def _project(params, anchor, radius, plans, norm, stop_gradient=True):
     """Every constrained leaf projected; excluded leaves as they are."""
+    radius = _radius_tree(radius, params)
     return map_leaves(
         lambda plan, p, a, r: (
             tpgm_leaf_projection(plan, p, a, r, norm=norm, stop_gradient=stop_gradient),
@@ -171,14 +181,18 @@ def _prepared_radius(params, anchor, radius, initialized, plans, norm):
         r = jnp.where(initialized, r, jnp.min(norms) / 2)
         return (jnp.clip(r, MIN_RADIUS, jnp.max(norms)),)
 
-    return map_leaves(
+    prepared = map_leaves(
         prepare,
         plans,
         params,
-        state=(anchor, radius),
+        state=(anchor, _radius_tree(radius, params)),
         excluded_fn=lambda plan, p, a, r: (r,),
         method="TPGM",
     )[0]
+    if isinstance(radius, LeafScalars):  # back to the state's vectors
+        flat = jax.tree_util.tree_structure(params).flatten_up_to(prepared)
+        return LeafScalars.from_leaves(radius.layout, flat)
+    return prepared
 
 
 class _Radii(NamedTuple):
@@ -259,7 +273,7 @@ def _fit_radii(
 
 def _initial_state(params, plans, anchor, radius_optimizer, base_state) -> TPGMState:
     """Radii 0 (set on first use), their Adam state, the anchor (a copy), the base state."""
-    radius = constrained_tree(params, plans, lambda p, _: jnp.zeros((), radius_dtype(p)))
+    radius = LeafScalars.full(make_layout(params, plans, "leaves"))  # a vector per dtype
     return TPGMState(
         count=jnp.zeros([], jnp.int32),
         anchor=anchor_tree(params, anchor, plans),
@@ -578,7 +592,12 @@ def tpgm_post_hoc(
             initialized=radii.initialized,
             heldout_loss=jnp.mean(losses).astype(jnp.float32),
         ),
-        {"loss": losses, "radius": trajectory},
+        {
+            "loss": losses,
+            "radius": trajectory.tree(missing=optax.MaskedNode())
+            if isinstance(trajectory, LeafScalars)
+            else trajectory,
+        },
     )
 
 

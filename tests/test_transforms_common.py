@@ -148,6 +148,20 @@ ROWS = (
         lambda base: ftp_jax.ftp(base, norm="l2", mask=MASK),
         "ftp",
     ),
+    Row(  # the state layouts of issue 24 ("leaves" is the CPU's default, the rows above)
+        "ftp_mars_buckets_mask",
+        lambda learning_rate: ftp_jax.ftp(_sgd(learning_rate), mask=MASK, layout="buckets"),
+        lambda base: ftp_jax.ftp(base, mask=MASK, layout="buckets"),
+        "ftp",
+    ),
+    Row(
+        "ftp_l2_buckets_base",
+        lambda learning_rate: ftp_jax.ftp(
+            _sgd(learning_rate), norm="l2", layout="buckets", bucket_base=True
+        ),
+        lambda base: ftp_jax.ftp(base, norm="l2", layout="buckets", bucket_base=True),
+        "ftp",
+    ),
     Row("ftp_sgd", lambda learning_rate: ftp_jax.ftp_sgd(learning_rate, 0.5), None, "ftp"),
     Row(
         "ftp_adamw",

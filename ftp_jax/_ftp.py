@@ -286,6 +286,8 @@ def ftp(
         base_updates, base_state = base_update(
             base_optimizer, view(updates), state.base_state, view(params), "ftp", **extra_args
         )
+        on_buckets = _ftp_layout.base_on_buckets(state.radius, bucket_base)
+        stacked_base = base_updates[0] if on_buckets else None
         base_updates = _ftp_layout.base_unview(state.radius, base_updates, params, bucket_base)
         count = optax.safe_int32_increment(state.count)
         # ftp_leaf_update's math, in the state's layout (ftp_jax._ftp_layout).
@@ -302,6 +304,7 @@ def ftp(
             learning_rate=radius_learning_rate,
             b1=radius_b1,
             b2=radius_b2,
+            stacked_base=stacked_base,
         )
         return new_updates, FTPState(count, *buffers, base_state)
 

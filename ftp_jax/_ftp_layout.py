@@ -231,12 +231,15 @@ def update(
     b1: Any,
     b2: Any,
     method: str = "FTP",
+    stacked_base: Sequence[Any] | None = None,
 ) -> tuple[PyTree, tuple[Any, ...]]:
     """One FTP step in the state's layout.
 
     Args:
       fields: the state's ``(anchor, radius, radius_mu, radius_nu, prev_displacement,
         prev_inverse_norm)``.
+      stacked_base: the base optimizer's updates of the buckets, stacked (it ran on
+        them: ``bucket_base``); ``base_updates`` then serves the excluded leaves.
 
     Returns:
       ``(updates like the params, new fields)``.
@@ -279,7 +282,10 @@ def update(
     statistics, frames, param_dtypes = [], [], []
     for bucket, members in enumerate(layout.buckets):
         plan = plans[members[0]]
-        moved = _layout.stack(layout, bucket, flat_moved)
+        if stacked_base is None:
+            moved = _layout.stack(layout, bucket, flat_moved)
+        else:  # the params stacked plus the base's stacked update: no per-leaf sums
+            moved = _layout.stack(layout, bucket, flat_params) + stacked_base[bucket]
         gradient = _layout.stack(layout, bucket, flat_grads)
         param_dtype = jnp.result_type(flat_params[members[0]])
         ndim = jnp.ndim(flat_params[members[0]])
@@ -370,6 +376,11 @@ def _bucket_layout(radius: Any, enabled: bool) -> StateLayout | None:
     if enabled and isinstance(radius, LeafScalars) and radius.layout.stacked:
         return radius.layout
     return None
+
+
+def base_on_buckets(radius: Any, enabled: bool) -> bool:
+    """Whether the base optimizer runs on the buckets (``bucket_base`` in ``"buckets"``)."""
+    return _bucket_layout(radius, enabled) is not None
 
 
 def base_view(radius: Any, tree: PyTree, params: PyTree, enabled: bool) -> PyTree:

@@ -101,6 +101,9 @@ class Row:
     update_kwargs: dict = dataclasses.field(default_factory=dict)
     minimum: Callable[[], Any] | None = lambda: TARGET
     params_tolerance: float = 1e-3  # atol of the minimum reached (float32)
+    # Whether the state holds trees like the params (not when everything is stacked
+    # per bucket: ftp's layout="buckets" with bucket_base=True).
+    params_like_state: bool = True
 
     def __repr__(self) -> str:  # the test ids
         return self.name
@@ -161,6 +164,7 @@ ROWS = (
         ),
         lambda base: ftp_jax.ftp(base, norm="l2", layout="buckets", bucket_base=True),
         "ftp",
+        params_like_state=False,
     ),
     Row("ftp_sgd", lambda learning_rate: ftp_jax.ftp_sgd(learning_rate, 0.5), None, "ftp"),
     Row(
@@ -450,6 +454,10 @@ class CommonTest(parameterized.TestCase):
             transform_non_params=lambda _: "other",
             is_leaf=lambda x: isinstance(x, optax.MaskedNode),
         )
+        if not row.params_like_state:  # every field goes to transform_non_params whole
+            self.assertEqual(mapped, [])
+            self.assertEqual(set(jax.tree.leaves(result)), {"other"})
+            return
         self.assertTrue(mapped)  # the anchor, at least (the base's moments if it has any)
         self.assertIn("param", jax.tree.leaves(result))
         self.assertLessEqual(set(jax.tree.leaves(result)), {"param", "other"})

@@ -57,6 +57,11 @@ class OutOfSpaceError(OSError):
         self.free = free_bytes(self.directory) if free is None else free
         super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.directory))
 
+    def __reduce__(self):
+        # Picklable (a worker process's error reaches its parent): rebuilt from the fields.
+        state = {"needed": self.needed, "at_least": self.at_least, "free": self.free}
+        return (type(self), (self.directory, self.what), state)
+
     def __str__(self) -> str:
         space = f"{_size(self.free)} free" if self.free is not None else "free space unknown"
         if self.needed:

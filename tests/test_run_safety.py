@@ -422,6 +422,18 @@ def test_any_writers_full_disk_is_one_line_naming_its_directory(error, directory
     assert as_out_of_space(ValueError("another error")) is None
 
 
+def test_the_errors_cross_process_boundaries():
+    """The experiment's worker processes send their errors to the parent by pickle."""
+    import pickle
+
+    space = OutOfSpaceError("/tmp/w/checkpoints", "a checkpoint", needed=2000, free=10)
+    busy = WorkdirBusyError(Path("/tmp/w"), {"pid": 12, "host": "h", "started": "noon"})
+    for error in (space, busy):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
+    assert copy.holder["pid"] == 12
+
+
 # --- Item 8: a finished or checkpointed run refuses other data ---------------------------
 
 

@@ -58,6 +58,9 @@ class WorkdirBusyError(RuntimeError):
         self.workdir, self.holder = workdir, holder
         super().__init__(_busy_message(workdir, holder))
 
+    def __reduce__(self):  # picklable: a worker process's error reaches its parent
+        return (type(self), (self.workdir, self.holder))
+
 
 def _busy_message(workdir: Path, holder: dict[str, Any]) -> str:
     pid, host = holder.get("pid"), holder.get("host")

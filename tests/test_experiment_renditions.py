@@ -58,6 +58,9 @@ def tiny_run(tmp_path_factory):
 
 def test_writes_tables_and_plots(tiny_run):
     workdir, results = tiny_run
+    report = (workdir / "results" / "results.md").read_text()
+    assert report.splitlines()[2].startswith("> **A smoke test (`--quick`)")
+    assert "## Pinned leaves" in report
     for name in ("results.md", "id_vs_ood.png", "per_set.png", "ood_vs_speed.png", "samples.png"):
         assert (workdir / "results" / name).stat().st_size > 0, name
     assert results["id_test"] == "digit_renditions/photo"
@@ -119,23 +122,43 @@ def test_pretrained_head_rows(tiny_run):
 
 
 def test_other_seeds_run_the_chosen_value(monkeypatch):
+    """A tuned row's trials run first; the chosen value (best validation, first on ties)
+    then runs on the other seeds; the table's runs come first, in seed order."""
     config = dataclasses.replace(renditions_config(), seeds=(0, 1, 2), tune_seeds=(0,))
-    row = next(r for r in config.methods if r.label == "MARS-PGM (SGD)")
+    config = dataclasses.replace(
+        config,
+        methods=tuple(r for r in config.methods if r.label == "MARS-PGM (SGD)"),
+        wise_ft_alphas=(),
+        speed_reference="MARS-PGM (SGD)",
+    )
     validation = {0.1: 0.5, 0.5: 0.7, 2.0: 0.7}  # a tie: the first wins
     calls = []
 
-    def fake_run(self, row, value, seed):
-        calls.append((value, seed))
-        return {
-            "seed": seed,
-            "setting": {row.tune: value},
-            "validation": {"accuracy": validation[value]},
-        }
+    def serial(first, make_runner, *, workers, then, started, finished, total):
+        queue, done = list(first), {}
+        while queue:
+            job = queue.pop(0)
+            calls.append((job.regime, job.value, job.seed))
+            done[job] = run = {
+                "seed": job.seed,
+                "setting": {"radius": job.value},
+                "validation": {"accuracy": validation[job.value]},
+            }
+            queue += then(job, run)
+        assert total == len(done)
+        return done
 
-    monkeypatch.setattr(run_module._Stage, "run", fake_run)
-    stage = run_module._Stage(config, config.regimes[0], None, None, None, [], False)
-    runs = stage.row(row)
-    assert calls == [(0.1, 0), (0.5, 0), (2.0, 0), (0.5, 1), (0.5, 2)]
+    monkeypatch.setattr(run_module, "run_jobs", serial)
+    done = run_module.finetune_all(config, None, None, workers=1, progress=False)
+    for percent in (100, 10):
+        assert [c[1:] for c in calls if c[0] == percent] == [
+            (0.1, 0),
+            (0.5, 0),
+            (2.0, 0),
+            (0.5, 1),
+            (0.5, 2),
+        ]
+    runs = run_module._row_runs(config, config.methods[0], config.regimes[0], done)
     assert [(r["setting"]["radius"], r["seed"], r["selected"]) for r in runs] == [
         (0.5, 0, True),
         (0.5, 1, True),
@@ -145,24 +168,57 @@ def test_other_seeds_run_the_chosen_value(monkeypatch):
     ]
 
 
-def test_default_is_the_renditions_protocol():
+def test_default_is_the_reference_protocol():
+    """The FTP reference's DomainNet recipe, where these data allow (issue 23)."""
     config = default_config()
     assert config == renditions_config()
-    rows = {row.label: row for row in config.methods}
-    # FTP and TPGM: published defaults, nothing tuned; the peers: one grid each.
-    for label in ("FTP (SGD)", "FTP (AdamW)", "TPGM (SGD)", "vanilla (SGD)"):
-        assert not rows[label].grid, label
-    tuned = {label: row.tune for label, row in rows.items() if row.grid}
-    assert tuned == {
-        "LP-FT (SGD)": "lp_share",
-        "L2-SP (SGD)": "alpha",
-        "MARS-PGM (SGD)": "radius",
-        "SPD (SGD)": "strength",
-    }
-    assert all(len(row.grid) == 3 for row in rows.values() if row.grid)
-    assert rows[HEAD].pretrained_head and config.wise_ft_tune
     assert [r.percent for r in config.regimes] == [100, 10]
+
+    def rows(percent):
+        return {row.label: row for row in config.methods if row.runs_in(percent)}
+
+    for percent, ftp_lr in ((100, 1e-2), (10, 1e-1)):
+        found = rows(percent)
+        ftp = found["FTP (SGD)"]
+        assert (ftp.tune, ftp.grid) == ("k", (0.0, 0.1, 1.0))
+        reference = found["FTP (SGD), k=1 (reference default)"]
+        assert reference.method.options.k == 1.0 and not reference.grid
+        for row in (ftp, reference):
+            method = row.method
+            assert (method.learning_rate, method.weight_decay) == (ftp_lr, 0.0)
+            assert method.nesterov and method.momentum == 0.9
+        for label in ("vanilla (SGD)", "linear probe (SGD)", "TPGM (SGD)", HEAD):
+            method = found[label].method
+            assert method.nesterov and method.weight_decay == 5e-4, label
+            assert method.learning_rate == 1e-2, label
+        adamw = found["FTP (AdamW)"].method
+        assert (adamw.optimizer, adamw.learning_rate, adamw.weight_decay) == ("adamw", 1e-4, 0)
+        assert ("linear probe (AdamW)" in found) == (percent == 10)
+        tuned = {label: row.tune for label, row in found.items() if row.grid}
+        assert tuned == {
+            "LP-FT (SGD)": "lp_share",
+            "L2-SP (SGD)": "alpha",
+            "MARS-PGM (SGD)": "radius",
+            "SPD (SGD)": "strength",
+            "FTP (SGD)": "k",
+        }
+    assert config.finetune.lr_schedule == "cosine_per_epoch"
+    assert config.finetune.batch_size > 16 and config.regimes[1].batch_size > 8
+    assert config.protocol_notes and all(len(note) > 40 for note in config.protocol_notes)
+    assert rows(100)[HEAD].pretrained_head and config.wise_ft_tune
     assert len(config.seeds) >= 3 and "digit_renditions/photo" not in dict(config.ood_datasets)
+    assert quick(config).smoke_test and not config.smoke_test
+
+
+def test_rows_share_a_label_only_in_disjoint_regimes():
+    config = renditions_config()
+    row = config.methods[0]
+    with pytest.raises(ValueError, match="labels must differ within a regime"):
+        dataclasses.replace(config, methods=(row, row))
+    with pytest.raises(ValueError, match="not regimes of the experiment"):
+        dataclasses.replace(config, methods=(dataclasses.replace(row, regimes=(50,)),))
+    with pytest.raises(ValueError, match="must run in every regime"):
+        dataclasses.replace(config, methods=(dataclasses.replace(row, regimes=(10,)),))
 
 
 def test_row_and_regime_settings():

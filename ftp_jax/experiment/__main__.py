@@ -42,7 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick: the same with _quick)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="a one-minute version (1 seed, 2 epochs, subsets)"
+        "--quick",
+        action="store_true",
+        help="a smoke test of about two minutes (1 seed, 2 epochs, subsets; its accuracies "
+        "mean nothing)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="fine-tuning runs in parallel, each a process with one XLA thread (default: one "
+        "per available core); any count gives the same numbers",
     )
     cli.add_common_flags(parser)
     return parser
@@ -97,7 +107,11 @@ def _main(args: argparse.Namespace) -> int:
 
     from ftp_jax.experiment.run import run_experiment
 
-    results = run_experiment(config, args.workdir, progress=not args.no_progress)
+    if args.workers is not None and args.workers < 1:
+        raise cli.UsageError(f"--workers must be >= 1, got {args.workers}.")
+    results = run_experiment(
+        config, args.workdir, progress=not args.no_progress, workers=args.workers
+    )
     report = Path(args.workdir) / "results" / "results.md"
     seconds = results.get("rerun_seconds", [results["seconds"]])[-1]
     print(f"\nwrote {report} ({seconds:.0f} s)")

@@ -156,9 +156,16 @@ def _markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     if not isinstance(examples, dict):  # results of one regime, before regimes existed
         examples = {str(regimes[0]): examples}
     seeds = rows[0]["seeds"] if rows else []
-    lines = [
-        "# Robust fine-tuning: ID vs OOD accuracy",
-        "",
+    lines = ["# Robust fine-tuning: ID vs OOD accuracy", ""]
+    if config.get("smoke_test"):
+        lines += [
+            "> **A smoke test (`--quick`): these accuracies mean nothing.** One seed, two "
+            "epochs, a pre-training of one epoch on a few hundred images and grids cut to one "
+            "value: it checks that every stage runs and writes its report, not what any "
+            "method does. The full run (the command without `--quick`) is the experiment.",
+            "",
+        ]
+    lines += [
         f"Pre-trained on {', '.join(f'`{_short(p)}`' for p in pretrain)} (train split"
         f"{'s' if len(pretrain) > 1 else ''}), fine-tuned on `{_short(config['id_dataset'])}` "
         "train with a new head (unless the row says otherwise), best epoch selected on "
@@ -187,6 +194,10 @@ def _markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             f"`{config.get('speed_reference')}`, in **bold** when larger than "
             f"{NOISE_FACTOR:g} standard errors of the difference (the seed noise).",
         ]
+    notes = config.get("protocol_notes") or ()
+    if notes:
+        lines += ["", "## Protocol, and where it departs from the reference's", ""]
+        lines += [f"- {note}" for note in notes]
     pre = results["pretrained"]["tests"]
     for regime in regimes:
         regime_rows = _main_rows([r for r in rows if r["regime"] == regime], wise_tuned)
@@ -304,6 +315,22 @@ def _markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                 f"{100 * run['tests'][results['id_test']]['accuracy']:.1f} | {100 * ood:.1f} | "
                 f"{'yes' if run['selected'] else ''} |"
             )
+    pinned = [r for r in results["runs"] if r.get("pinned") and r.get("selected", True)]
+    lines += ["", "## Pinned leaves", ""]
+    if pinned:
+        lines += [
+            "Leaves whose learned radius sat at its floor (FTP: 1e-8) at the end of at least "
+            "half the epochs: held at their pre-trained values (`fit` warned for each run).",
+            "",
+            "| regime | method | seed | pinned leaves (from step) |",
+            "|---|---|---|---|",
+        ]
+        for run in pinned:
+            setting = "".join(f" {k}={v:g}" for k, v in run.get("setting", {}).items())
+            leaves = ", ".join(f"{leaf} ({step})" for leaf, step in run["pinned"].items())
+            lines.append(f"| {run['regime']}% | {run['label']}{setting} | {run['seed']} | {leaves} |")
+    else:
+        lines.append("No reported run had a leaf pinned at its radius floor.")
     timings = results.get("timings")
     if timings:
         lines += [
@@ -449,6 +476,8 @@ def _plot_ood_vs_speed(results: dict[str, Any], rows: list[dict[str, Any]], path
 
 
 def _plot_radii(results: dict[str, Any], path: Path) -> bool:
+    """Per-layer radius (methods that learn radii) and distance from the pre-trained
+    weights, over training, for each reported row's first seed."""
     plt = _pyplot()
     first_seed = results["runs"][0]["seed"]
     curves = {}
@@ -457,29 +486,33 @@ def _plot_radii(results: dict[str, Any], path: Path) -> bool:
         if run["seed"] != first_seed or not run.get("selected", True):
             continue
         history = run["history"]
-        if history and history[-1]["radius"]:
-            name = f"{run['label']}, {run['regime']}%" if multi else run["label"]
+        if history and history[-1].get("radius"):
+            setting = "".join(f" {k}={v:g}" for k, v in run.get("setting", {}).items())
+            name = f"{run['label']}{setting}" + (f", {run['regime']}%" if multi else "")
             curves[name] = history
     if not curves:
         return False
-    columns = min(len(curves), 3)
-    rows = -(-len(curves) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 4 * rows), squeeze=False)
-    for axis in axes.flat[len(curves) :]:
-        axis.axis("off")
-    for axis, (label, history) in zip(axes.flat, curves.items(), strict=False):
+    figure, axes = plt.subplots(
+        len(curves), 2, figsize=(10, 3.2 * len(curves)), squeeze=False
+    )
+    for (label, history), (left, right) in zip(curves.items(), axes, strict=True):
         epochs = [record["epoch"] for record in history]
+        marker = "." if len(epochs) < 6 else None
         for leaf in history[-1]["radius"]:
             values = [record["radius"].get(leaf, np.nan) for record in history]
-            axis.plot(epochs, values, marker="." if len(epochs) < 6 else None, label=leaf)
-        axis.set_yscale("log")
-        axis.set_title(f"{label}: radius per layer (seed {first_seed})", fontsize=9)
-        axis.set_xlabel("epoch")
-        axis.set_ylabel("radius (MARS norm)")
-        axis.legend(fontsize=7)
-        axis.grid(alpha=0.3)
+            left.plot(epochs, np.maximum(values, 1e-9), marker=marker, label=leaf)
+            distances = [record["distance"].get(leaf, np.nan) for record in history]
+            right.plot(epochs, distances, marker=marker, label=leaf)
+        left.set_yscale("log")
+        left.set_title(f"{label}: radius per layer (seed {first_seed})", fontsize=8)
+        left.set_ylabel("radius (MARS norm)")
+        right.set_title(f"{label}: L2 distance from pre-trained", fontsize=8)
+        for axis in (left, right):
+            axis.set_xlabel("epoch")
+            axis.grid(alpha=0.3)
+        left.legend(fontsize=6)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
     return True
 

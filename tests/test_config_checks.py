@@ -216,10 +216,10 @@ def _row(config, name: str, tuned: bool | None = None) -> int:
 def _refused(config, overrides: list[str], *fragments: str) -> str:
     """``validate`` (or ``--set`` itself) refuses ``config`` after ``overrides``, naming
     ``fragments``."""
-    start = time.perf_counter()
+    start = time.process_time()  # CPU seconds: what a loaded machine does not stretch
     with pytest.raises(ValueError) as caught:
         validate(apply_overrides(config, overrides))
-    assert time.perf_counter() - start < 20
+    assert time.process_time() - start < 20
     message = str(caught.value)
     for fragment in fragments:
         assert fragment in message, (fragment, message)
@@ -240,7 +240,7 @@ def test_shipped_configs_pass(path):
     from ftp_jax.recipes.config import RecipeConfig
 
     config = cli.load_config(str(path), object)
-    start = time.perf_counter()
+    start = time.process_time()
     if isinstance(config, ExperimentConfig):
         validate(config)
         validate(quick(config))
@@ -248,7 +248,7 @@ def test_shipped_configs_pass(path):
         recipes_config.validate(config)
     else:
         pytest.skip(f"{type(config).__name__} is not checked here")
-    assert time.perf_counter() - start < 20
+    assert time.process_time() - start < 20
 
 
 def test_quick_with_one_epoch_fails_at_once_naming_the_epochs(renditions):
@@ -398,9 +398,9 @@ def test_command_line_exits_2_in_seconds_before_any_work(tmp_path, capsys):
             f"set methods.{l2sp}.grid=(...) instead",
         ),
     ):
-        start = time.perf_counter()
+        start = time.process_time()
         assert main(argv) == cli.EXIT_USAGE, argv
-        assert time.perf_counter() - start < 30
+        assert time.process_time() - start < 30
         err = capsys.readouterr().err
         assert err.startswith("error: ") and "Traceback" not in err, err
         assert len(err.strip().splitlines()) == 1 and fragment in err, err

@@ -77,6 +77,47 @@ def methods(bases: list[str], layouts: list[str], before_module) -> dict:
     return rows
 
 
+def count_arrays(name, shapes, args, before_module) -> dict:
+    """``--arrays-only``: the array counts alone, from ``jax.eval_shape`` (no compile, no
+    timing: seconds on any machine)."""
+    import jax
+    import numpy as np
+
+    params = jax.tree_util.tree_map(
+        lambda shape: jax.ShapeDtypeStruct(shape, "float32"),
+        _shapes.shape_tree(shapes),
+        is_leaf=lambda x: isinstance(x, tuple),
+    )
+    n_leaves = len(jax.tree_util.tree_leaves(params))
+    param_bytes = 4 * int(sum(np.prod(s) for _, s in shapes))
+    info = {}
+    for row, (tx, base) in methods(args.bases, args.layouts, before_module).items():
+        state = jax.eval_shape(tx.init, params)
+        state_arrays = len(jax.tree_util.tree_leaves(state))
+        info[row] = {
+            "base": base,
+            "state_arrays": state_arrays,
+            "step_arrays_in": 2 * n_leaves + state_arrays,
+            "step_arrays_out": n_leaves + state_arrays,
+            "state_bytes_per_param_byte": _common.tree_bytes(state) / param_bytes,
+        }
+    for entry in info.values():
+        if entry["base"] is not None:
+            base = info[entry["base"]]
+            entry["step_arrays_ratio_to_base"] = (
+                entry["step_arrays_in"] + entry["step_arrays_out"]
+            ) / (base["step_arrays_in"] + base["step_arrays_out"])
+    rows = [
+        [row, e["state_arrays"], f"{e['step_arrays_in']}/{e['step_arrays_out']}"]
+        for row, e in info.items()
+    ]
+    _common.print_table(
+        ["method", "state arrays", "step in/out"], rows, title=f"{name}: {n_leaves} leaves"
+    )
+    n_params = param_bytes // 4
+    return {"params": n_params, "leaves": n_leaves, "param_bytes": param_bytes, "methods": info}
+
+
 def run_model(name, shapes, args, before_module) -> dict:
     import jax
     import jax.numpy as jnp
@@ -167,14 +208,62 @@ def run_model(name, shapes, args, before_module) -> dict:
     return {"params": n_params, "leaves": n_leaves, "param_bytes": param_bytes, "methods": info}
 
 
-def markdown(result: dict) -> str:
+def gpu_line(gpu_result: dict, model: str) -> dict:
+    """Issue 24's straight line, refitted: the H200's update time of the committed GPU
+    rows (sgd, adamw, ftp(sgd), ftp(adamw) in the per-leaf state, from
+    ``update_step_gpu.json``) against the arrays each step takes in and gives back
+    (counted here from the shapes, with ``_ftp_per_leaf.py``). Least squares:
+    ``ms = intercept + slope * arrays``."""
+    import jax
+    import numpy as np
+
+    import ftp_jax  # noqa: F401 - the per-leaf module imports the package's helpers
+
+    per_leaf = _common.load_ftp_module(Path(__file__).parent / "_ftp_per_leaf.py")
+    zoo = _common.base_optimizers()
+    params = jax.tree_util.tree_map(
+        lambda shape: jax.ShapeDtypeStruct(shape, "float32"),
+        _shapes.shape_tree(_shapes.SHAPE_LISTS[model]()),
+        is_leaf=lambda x: isinstance(x, tuple),
+    )
+    n_leaves = len(jax.tree_util.tree_leaves(params))
+    points = []
+    for name, tx in (
+        ("sgd", zoo["sgd"]),
+        ("adamw", zoo["adamw"]),
+        ("ftp(sgd)", per_leaf.ftp(zoo["sgd"])),
+        ("ftp(adamw)", per_leaf.ftp(zoo["adamw"])),
+    ):
+        state_arrays = len(jax.tree_util.tree_leaves(jax.eval_shape(tx.init, params)))
+        arrays = 3 * n_leaves + 2 * state_arrays
+        points.append(
+            (name, arrays, 1e3 * gpu_result["models"][model]["methods"][name]["median_s"])
+        )
+    x = np.array([p[1] for p in points], float)
+    y = np.array([p[2] for p in points], float)
+    slope, intercept = np.polyfit(x, y, 1)
+    misses = y - (intercept + slope * x)
+    return {
+        "points": points,
+        "slope_us_per_array": 1e3 * float(slope),
+        "intercept_ms": float(intercept),
+        "largest_miss_ms": float(np.max(np.abs(misses))),
+    }
+
+
+def markdown(result: dict, gpu_result: dict | None = None) -> str:
     """The tables of ``benchmarks/RESULTS_LAYOUT.md``, from a results JSON (generated, so
     that every number in the document is the committed file's)."""
     lines = []
     for model, entry in result["models"].items():
         lines += [
             f"**{model}** ({entry['params']:,} params, {entry['leaves']} leaves; "
-            f"{result['machine']['backend']}, {result['settings']['rounds']} rounds)",
+            f"{result['machine']['backend']}, "
+            + (
+                "array counts only, by jax.eval_shape)"
+                if result["settings"].get("arrays_only")
+                else f"{result['settings']['rounds']} rounds)"
+            ),
             "",
             "| method | state arrays | step arrays in/out | kernels (x base) | "
             "bytes / param byte | temp / param byte | CPU time x base |",
@@ -182,15 +271,48 @@ def markdown(result: dict) -> str:
         ]
         for name, m in entry["methods"].items():
             ratio = m.get("kernels_ratio_to_base")
-            kernels = f"{m['kernels']:,}" + (f" ({ratio:.2f}x)" if ratio else "")
+            kernels = (
+                f"{m['kernels']:,}" + (f" ({ratio:.2f}x)" if ratio else "")
+                if "kernels" in m
+                else "-"
+            )
             cpu = m.get("cpu_ratio_to_base")
+            timed = "median_s" in m
+            bytes_ = m.get("bytes_accessed_per_param_byte")
+            temp = m.get("temp_per_param_byte")
             lines.append(
                 f"| {name} | {m['state_arrays']:,} | {m['step_arrays_in']:,} / "
                 f"{m['step_arrays_out']:,} | {kernels} | "
-                f"{m.get('bytes_accessed_per_param_byte', float('nan')):.1f} | "
-                f"{m.get('temp_per_param_byte', float('nan')):.2f} | "
-                + (f"{cpu:.2f}x |" if cpu else "1 |")
+                + (f"{bytes_:.1f} | " if bytes_ is not None else "- | ")
+                + (f"{temp:.2f} | " if temp is not None else "- | ")
+                + (f"{cpu:.2f}x |" if cpu else "1 |" if timed else "- |")
             )
+        lines.append("")
+        if gpu_result is None or model not in gpu_result.get("models", {}):
+            continue
+        line = gpu_line(gpu_result, model)
+        fitted = ", ".join(
+            f"{name} {arrays:,} arrays {ms:.2f} ms" for name, arrays, ms in line["points"]
+        )
+        lines += [
+            f"*Extrapolated, not measured*: the H200 line for {model} (from "
+            f"`update_step_gpu.json`: {fitted}) is {line['intercept_ms']:.2f} ms + "
+            f"{line['slope_us_per_array']:.2f} us x arrays in+out (largest miss "
+            f"{line['largest_miss_ms']:.2f} ms). Applied to the arrays above:",
+            "",
+            "| method | arrays in+out | H200 update ms (extrapolated) | x base (extrapolated) |",
+            "|---|---|---|---|",
+        ]
+
+        def predicted(m, line=line):
+            arrays = m["step_arrays_in"] + m["step_arrays_out"]
+            return arrays, line["intercept_ms"] + 1e-3 * line["slope_us_per_array"] * arrays
+
+        for name, m in entry["methods"].items():
+            arrays, ms = predicted(m)
+            base = entry["methods"].get(m["base"]) if m["base"] else None
+            ratio = f"{ms / predicted(base)[1]:.2f}x" if base else "1"
+            lines.append(f"| {name} | {arrays:,} | {ms:.2f} | {ratio} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -211,6 +333,11 @@ def main(argv: list[str] | None = None) -> dict:
         "bucket_base=True, the base optimizer on the buckets too)",
     )
     parser.add_argument(
+        "--arrays-only",
+        action="store_true",
+        help="only the array counts, by jax.eval_shape (no compile, no timing)",
+    )
+    parser.add_argument(
         "--markdown",
         type=Path,
         default=None,
@@ -227,7 +354,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.markdown is not None:
         import json
 
-        print(markdown(json.loads(args.markdown.read_text())))
+        gpu = _common.RESULTS / "update_step_gpu.json"
+        gpu_result = json.loads(gpu.read_text()) if gpu.exists() else None
+        print(markdown(json.loads(args.markdown.read_text()), gpu_result))
         return {}
     args.bases = args.bases.split(",")
     args.layouts = args.layouts.split(",")
@@ -248,6 +377,7 @@ def main(argv: list[str] | None = None) -> dict:
             "ftp_before": str(args.ftp_before) if args.ftp_before else None,
             "mask": "every leaf constrained (ftp's default)",
             "kernels": "ENTRY instructions other than " + ", ".join(NOT_KERNELS),
+            "arrays_only": args.arrays_only,
         },
         "models": {},
     }
@@ -257,9 +387,11 @@ def main(argv: list[str] | None = None) -> dict:
         else {name: _shapes.SHAPE_LISTS[name]() for name in args.models.split(",")}
     )
     for name, shapes in models.items():
-        result["models"][name] = run_model(name, shapes, args, before)
+        run = count_arrays if args.arrays_only else run_model
+        result["models"][name] = run(name, shapes, args, before)
     result["load_average_end"] = _common.load_average()
-    default_name = f"state_layout_{args.device}{'_quick' if args.quick else ''}.json"
+    suffix = ("_quick" if args.quick else "") + ("_arrays" if args.arrays_only else "")
+    default_name = f"state_layout_{args.device}{suffix}.json"
     _common.write_json(result, args.out, default_name)
     return result
 

@@ -300,3 +300,37 @@ def test_dispatch_probe_in_process():
     assert steps["buffers N=4"]["arrays_in_out"] == 8 and steps["vector N=4"]["kernels"] >= 1
     assert steps["kernels N=4"]["kernels"] >= 4
     assert set(entry["derived"]) == {"per_buffer_us", "per_kernel_us"}
+
+
+def test_committed_state_layout_results():
+    """RESULTS_LAYOUT.md's tables are state_layout.py --markdown of the committed JSON,
+    and the committed counts show what the layouts promise (issue 24)."""
+    from benchmarks import state_layout
+
+    result = json.loads((ROOT / "benchmarks/results/state_layout_cpu_arrays.json").read_text())
+    gpu = json.loads((ROOT / "benchmarks/results/update_step_gpu.json").read_text())
+    page = (ROOT / "benchmarks/RESULTS_LAYOUT.md").read_text()
+    begin = page.index("<!-- generated: state_layout.py")
+    block = page[page.index("\n", begin) + 1 : page.index("<!-- end generated -->")]
+    assert block.strip() == state_layout.markdown(result, gpu).strip(), (
+        "regenerate the tables: benchmarks/state_layout.py --markdown "
+        "benchmarks/results/state_layout_cpu_arrays.json"
+    )
+    for model in ("resnet50", "vit_b16"):
+        methods = result["models"][model]["methods"]
+        before = methods["ftp(adamw) [before]"]
+        leaves = methods["ftp(adamw) layout=leaves"]
+        buckets = methods["ftp(adamw) layout=buckets"]
+        bucketed_base = methods["ftp(adamw) layout=buckets+base"]
+        assert (
+            bucketed_base["state_arrays"]
+            < buckets["state_arrays"]
+            < leaves["state_arrays"]
+            < before["state_arrays"]
+        )
+        # "leaves": the 3 scalars per leaf are 3 vectors (one dtype); "buckets": FTP's own
+        # state is the count, 3 buffers per bucket and 3 vectors, whatever the depth.
+        n = result["models"][model]["leaves"]
+        assert before["state_arrays"] - leaves["state_arrays"] == 3 * n - 3
+        base = methods["adamw"]["state_arrays"]
+        assert (buckets["state_arrays"] - base - 4) % 3 == 0

@@ -352,7 +352,8 @@ class MixedPrecisionLoopTest(_TempdirTest):
             self.assertEqual({x.dtype for x in floats}, {np.dtype(np.float32)}, name)
         self.assertEqual(state["model_state"]["norm"]["mean"].dtype, np.float32)
         # TPGM's state (restored as dicts): its anchor and radii.
-        self.assertEqual(state["opt_state"]["radius"]["body"]["kernel"].dtype, np.float32)
+        # The radii are one vector per dtype (ftp_jax._layout.LeafScalars), keyed by it.
+        self.assertEqual(state["opt_state"]["radius"]["float32"].dtype, np.float32)
         self.assertEqual(state["opt_state"]["anchor"]["body"]["kernel"].dtype, np.float32)
         # 50 validation examples, 3 classes: the accuracies agree within a few examples,
         # the batch statistics within bfloat16's rounding.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything this project checks on a lent GPU, in one command of under 8 minutes (each
-# step has its own timeout; the sum is 450 s plus start-up), written for the next session
+# step has its own timeout; the sum is 460 s plus start-up), written for the next session
 # that has a GPU (issue 24). Run it whenever a GPU is lent and commit the JSON it writes
 # (copy $OUT/*.json to benchmarks/results/; benchmarks/RESULTS_LAYOUT.md says how to read
 # them):
@@ -26,9 +26,9 @@ mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 nvidia-smi -L | tee "$OUT/gpu_machine.txt"
 "$PY" -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" | tee -a "$OUT/gpu_machine.txt"
-timeout 70 "$PY" -m pytest -q -x -p no:xdist -p no:cacheprovider tests/test_ftp.py tests/test_layout.py \
+timeout 90 "$PY" -m pytest -q -x -p no:xdist -p no:cacheprovider tests/test_ftp.py tests/test_layout.py \
   -k "GoldenTrajectory or GoldenBuckets or LowPrecision or Agreement" 2>&1 | tail -15 | tee "$OUT/gpu_tests.txt"
-timeout 140 "$PY" benchmarks/state_layout.py --device gpu --rounds 20 --warmup 3 \
+timeout 130 "$PY" benchmarks/state_layout.py --device gpu --rounds 20 --warmup 3 \
   --bases sgd+momentum,adamw --ftp-before benchmarks/_ftp_per_leaf.py \
   --out "$OUT/state_layout_gpu.json" 2>&1 | tail -30
 timeout 40 "$PY" benchmarks/dispatch_probe.py --device gpu --rounds 30 \

@@ -28,9 +28,11 @@ nvidia-smi -L | tee "$OUT/gpu_machine.txt"
 "$PY" -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" | tee -a "$OUT/gpu_machine.txt"
 timeout 90 "$PY" -m pytest -q -x -p no:xdist -p no:cacheprovider tests/test_ftp.py tests/test_layout.py \
   -k "GoldenTrajectory or GoldenBuckets or LowPrecision or Agreement" 2>&1 | tail -15 | tee "$OUT/gpu_tests.txt"
-timeout 130 "$PY" benchmarks/state_layout.py --device gpu --rounds 20 --warmup 3 \
-  --bases sgd+momentum,adamw --ftp-before benchmarks/_ftp_per_leaf.py \
-  --out "$OUT/state_layout_gpu.json" 2>&1 | tail -30
+for model in resnet50 vit_b16; do  # one JSON per model: a timeout keeps the first
+  timeout 65 "$PY" benchmarks/state_layout.py --device gpu --rounds 20 --warmup 3 \
+    --models "$model" --bases sgd+momentum,adamw --ftp-before benchmarks/_ftp_per_leaf.py \
+    --out "$OUT/state_layout_gpu_$model.json" 2>&1 | tail -16
+done
 timeout 40 "$PY" benchmarks/dispatch_probe.py --device gpu --rounds 30 \
   --out "$OUT/dispatch_probe_gpu.json" 2>&1 | tail -16
 timeout 100 "$PY" benchmarks/train_step.py --device gpu --batch-size 128 --image-size 224 \

@@ -212,6 +212,7 @@ class Checkpointer:
             if not is_out_of_space(error):
                 raise
             _quiet_after_out_of_space()
+            self._failed = True  # close() must not wait on orbax's failed writers
             needed, at_least = self._size(state, extra)
             raise OutOfSpaceError(
                 self.directory, "a checkpoint", needed=needed, at_least=at_least
@@ -319,4 +320,6 @@ class Checkpointer:
         return state, extra, meta
 
     def close(self) -> None:
+        if getattr(self, "_failed", False):  # after a full disk: nothing left to finish
+            return
         self._manager.close()

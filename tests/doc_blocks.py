@@ -135,6 +135,7 @@ PROGRAMS = {
     "ftp_jax.recipes": "ftp_jax.recipes.__main__",
     "ftp_jax.data.prepare": "ftp_jax.data.prepare",
     "ftp_jax.experiment.compare": "ftp_jax.experiment.compare",
+    "ftp_jax.experiment.regime_study": "ftp_jax.experiment.regime_study",
 }
 _COMMAND = re.compile(
     r"python3? (?:-m (?P<module>[\w.]+)|(?P<script>(?:experiments|benchmarks)/\w+\.py))"
@@ -174,8 +175,8 @@ def commands_in(text: str, name: str) -> list[tuple[str, list[str]]]:
 @functools.cache
 def _other_flags() -> str:
     """The help of the other tools a page may name a flag of: `tfds build`'s file format,
-    pytest with pytest-xdist (README command 2), sphinx (the documentation's build), and
-    XLA's flags as tests/conftest.py sets them."""
+    `tensorboard`'s log directory, pytest with pytest-xdist (README command 2), sphinx (the
+    documentation's build), and XLA's flags as tests/conftest.py sets them."""
     helps = [
         subprocess.run(
             [sys.executable, "-m", tool, "--help"], capture_output=True, text=True, check=True
@@ -183,7 +184,8 @@ def _other_flags() -> str:
         for tool in ("pytest", "sphinx")
     ]
     xla_flags = re.findall(r'"(--xla_\w+)', (ROOT / "tests" / "conftest.py").read_text())
-    return "\n".join([*helps, "--file_format", *xla_flags])
+    # `tfds build --file_format`, `tensorboard --logdir`: tools not installed with the tests.
+    return "\n".join([*helps, "--file_format", "--logdir", *xla_flags])
 
 
 def check_commands(text: str, name: str) -> set[str]:

@@ -510,6 +510,7 @@ def _plots(results: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> No
     figure.savefig(out / "id_ood_vs_k.png", dpi=110)
     plt.close(figure)
     # 2. Radius trajectories per kernel, one row of panels per cell, a line per k (seed mean).
+    all_ks = sorted({r["k"] for r in results["runs"]} - {None})
     figure, axes = plt.subplots(
         len(cells), len(KERNELS), figsize=(3.2 * len(KERNELS), 2.4 * len(cells)), squeeze=False
     )
@@ -521,13 +522,17 @@ def _plots(results: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> No
                 runs = _runs(results, cell["key"], k)
                 steps = [h["step"] for h in runs[0]["history"]]
                 values = np.mean([[h["radius"][leaf] for h in r["history"]] for r in runs], 0)
-                axis.plot(steps, np.maximum(values, 1e-9), marker=".", label=f"k={k:g}")
+                color = f"C{all_ks.index(k)}"  # one colour per k in every panel
+                axis.plot(
+                    steps, np.maximum(values, 1e-9), marker=".", color=color, label=f"k={k:g}"
+                )
             axis.set_yscale("log")
+            if j == 0:
+                axis.legend(fontsize=6)
             axis.set_title(f"{cell['name']}: {leaf}", fontsize=7)
             if i == len(cells) - 1:
                 axis.set_xlabel("step")
     axes[0][0].set_ylabel("radius")
-    axes[0][0].legend(fontsize=6)
     figure.tight_layout()
     figure.savefig(out / "radii.png", dpi=100)
     plt.close(figure)

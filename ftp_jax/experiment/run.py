@@ -522,6 +522,8 @@ def _keep_first_time(results: dict[str, Any], previous_path: Path) -> None:
         rerun = results["seconds"]
         results["seconds"] = previous["seconds"]
         results["rerun_seconds"] = [*previous.get("rerun_seconds", []), rerun]
+        if "timings" in previous:  # the stages' times of that first run, too
+            results["timings"] = previous["timings"]
 
 
 def _enable_compilation_cache(path: Path) -> None:

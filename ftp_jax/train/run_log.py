@@ -71,9 +71,15 @@ def pinned_message(pinned: dict[str, int], method: str, epochs_seen: int) -> str
         f"method {method!r} pins {len(pinned)} leaf/leaves at their pre-trained values: {names}. "
         f"Their learned radius has sat at its floor (<= {PINNED_RADIUS:g}) at the end of at "
         f"least {PINNED_SHARE:.0%} of the {epochs_seen} epochs so far, so every step is "
-        "projected back onto the anchor, as if those layers were frozen. FTP's radius "
-        "gradient is positive on average there; a smaller gradient annealing factor "
-        "(method.options.k=0 or 0.1) lets the radius grow (see the FTP regime study)."
+        "projected back onto the anchor, as if those layers were frozen. "
+        + (
+            "FTP's radius gradient is positive on average there; a smaller gradient "
+            "annealing factor (method.options.k=0 or 0.1) lets the radius grow (see the FTP "
+            "regime study in the documentation)."
+            if method == "ftp"
+            else "The method's radius update shrinks them: check its radius learning rate "
+            "and held-out data."
+        )
     )
 
 

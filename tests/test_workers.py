@@ -44,9 +44,12 @@ class _Compute:
         return run
 
 
-class _Sleep:
+class _SleepIgnoringTerm:
+    """A worker stuck where SIGTERM does nothing (as one stuck in a failing writer)."""
+
     def __call__(self):
         def run(job: Job) -> dict:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             time.sleep(60)
             return {}
 
@@ -90,15 +93,21 @@ def test_one_worker_and_two_give_the_same_bits_and_queue_follow_ups():
     assert sorted(finished) == [(i, 4) for i in range(1, 5)]
 
 
-def test_a_signal_stops_the_workers_and_the_pool():
-    """SIGTERM to the experiment's process: each busy worker gets one SIGTERM, the pool
-    stops and run_jobs raises Interrupted (SystemExit(143) for the command line)."""
+def test_a_signal_stops_the_workers_and_the_pool(monkeypatch):
+    """SIGTERM to the experiment's process: each busy worker gets one SIGTERM (here they
+    ignore it, and are killed after the grace period), the pool stops and run_jobs raises
+    Interrupted (SystemExit(143) for the command line)."""
+    from ftp_jax.experiment import workers
+
+    monkeypatch.setattr(workers, "STOP_GRACE_SECONDS", 2.0)
     timer = threading.Timer(4.0, os.kill, (os.getpid(), signal.SIGTERM))
     timer.start()
     started = time.perf_counter()
     try:
         with pytest.raises(Interrupted) as caught:
-            run_jobs([Job(100, "row", None, s) for s in range(3)], _Sleep(), workers=2)
+            run_jobs(
+                [Job(100, "row", None, s) for s in range(3)], _SleepIgnoringTerm(), workers=2
+            )
     finally:
         timer.cancel()
     assert caught.value.signum == signal.SIGTERM

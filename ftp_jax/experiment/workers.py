@@ -200,8 +200,17 @@ def run_jobs(
     return done
 
 
+# How long a worker may take to save its run and stop after SIGTERM, before SIGKILL.
+STOP_GRACE_SECONDS = 120.0
+
+
 def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
-    """One SIGTERM to each live worker (each saves its run and stops), then waits."""
+    """One SIGTERM to each live worker (each saves its run and stops), waits for them, and
+    kills (SIGKILL) any still alive after ``STOP_GRACE_SECONDS``: a worker stuck in a
+    failing writer must not keep the experiment from ending (its run resumes from its
+    last checkpoint)."""
+    import time
+
     processes = list(getattr(pool, "_processes", {}).values())
     for process in processes:
         if process.is_alive():
@@ -209,8 +218,13 @@ def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
                 os.kill(process.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
     for process in processes:
-        process.join(timeout=120)
+        process.join(timeout=max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=10)
 
 
 def interrupted_exit(error: Interrupted) -> BaseException:

@@ -40,8 +40,19 @@ def test_a_shifted_row_is_beyond_the_noise_and_bold(results, tmp_path):
     assert ftp["difference"]["ID"]["beyond_noise"] is True
     assert ftp["difference"]["OOD avg"]["beyond_noise"] is False
     markdown = compare_markdown(records, ("float32", "bfloat16"))
-    assert "| FTP (SGD) |  |  | 72.6 ± 2.7 | 52.6 ± 2.7 | **-20.0 (SE 2.2)** |" in markdown
-    assert "| SPD (SGD) | strength=1 | strength=1 |" in markdown
+    # The cells, from the committed results (not retyped): FTP's tuned k, its ID mean and
+    # std, the same shifted by -20 points, the difference and its standard error.
+    row = next(r for r in results["summary"] if r["label"] == "FTP (SGD)" and r["regime"] == 100)
+    mean, std = 100 * row["ID"]["mean"], 100 * row["ID"]["std"]
+    setting = ", ".join(f"{k}={v:g}" for k, v in row["setting"].items())
+    stderr = 100 * ftp["difference"]["ID"]["stderr"]
+    assert (
+        f"| FTP (SGD) | {setting} | {setting} | {mean:.1f} ± {std:.1f} | "
+        f"{mean - 20:.1f} ± {std:.1f} | **-20.0 (SE {stderr:.1f})** |"
+    ) in markdown
+    spd = next(r for r in results["summary"] if r["label"] == "SPD (SGD)" and r["regime"] == 100)
+    strength = f"strength={spd['setting']['strength']:g}"
+    assert f"| SPD (SGD) | {strength} | {strength} |" in markdown
     assert "1 of " in markdown
     path = tmp_path / "shifted.json"
     path.write_text(json.dumps(shifted))
@@ -61,7 +72,10 @@ def test_results_with_the_former_setting_names_compare_as_the_same_settings(resu
     records = compare(results, former)
     assert records == compare(results, results)
     spd = next(r for r in records if r["label"] == "SPD (SGD)" and r["regime"] == 100)
-    assert spd["other"]["setting"] == spd["reference"]["setting"] == {"strength": 1.0}
+    chosen = next(
+        r["setting"] for r in results["summary"] if r["label"] == "SPD (SGD)" and r["regime"] == 100
+    )
+    assert spd["other"]["setting"] == spd["reference"]["setting"] == chosen
 
 
 def test_unrelated_results_are_refused(results):

@@ -82,12 +82,16 @@ def ftp_run(tmp_path_factory):
 def test_epoch_records_carry_radius_gradients(ftp_run):
     _, result, _ = ftp_run
     for record in result.history:
-        assert set(record["radius_gradient"]) == set(record["radius"]) == {
-            "body/kernel",
-            "body/bias",
-            "norm/scale",
-            "norm/bias",
-        }
+        assert (
+            set(record["radius_gradient"])
+            == set(record["radius"])
+            == {
+                "body/kernel",
+                "body/bias",
+                "norm/scale",
+                "norm/bias",
+            }
+        )
         for leaf, share in record["radius_gradient_positive"].items():
             assert 0.0 <= share <= 1.0, leaf
         assert all(np.isfinite(v) for v in record["radius_gradient"].values())
@@ -164,9 +168,12 @@ def test_nesterov_base_is_torch_sgd_nesterov():
     )
     tx = build_method(config, params, 10).tx
     state = tx.init(params)
+
     def flat(tree):
         leaves = jax.tree_util.tree_leaves(tree)
-        return dict(zip(ftp_jax.leaf_paths(tree), (np.asarray(x, np.float64) for x in leaves)))
+        return dict(
+            zip(ftp_jax.leaf_paths(tree), (np.asarray(x, np.float64) for x in leaves), strict=True)
+        )
 
     theta, buf = flat(params), None
     current = params

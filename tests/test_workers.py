@@ -64,7 +64,9 @@ def test_single_thread_flags_are_added_once():
         "intra_op_parallelism_threads=1",
     ]
     assert _single_thread_flags(flags) == flags
-    assert "intra_op_parallelism_threads=2" in _single_thread_flags("intra_op_parallelism_threads=2")
+    assert "intra_op_parallelism_threads=2" in _single_thread_flags(
+        "intra_op_parallelism_threads=2"
+    )
 
 
 def test_one_worker_and_two_give_the_same_bits_and_queue_follow_ups():
@@ -105,9 +107,7 @@ def test_a_signal_stops_the_workers_and_the_pool(monkeypatch):
     started = time.perf_counter()
     try:
         with pytest.raises(Interrupted) as caught:
-            run_jobs(
-                [Job(100, "row", None, s) for s in range(3)], _SleepIgnoringTerm(), workers=2
-            )
+            run_jobs([Job(100, "row", None, s) for s in range(3)], _SleepIgnoringTerm(), workers=2)
     finally:
         timer.cancel()
     assert caught.value.signum == signal.SIGTERM

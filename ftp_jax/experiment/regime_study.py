@@ -335,9 +335,9 @@ def summarize_study(results: dict[str, Any]) -> list[dict[str, Any]]:
             ):
                 row[name] = _mean_std(values)
             if k is not None and vanilla:
-                row["dID"] = row["ID"][0] - _mean_std(
-                    [_accuracy(r, results["id_test"]) for r in vanilla]
-                )[0]
+                row["dID"] = (
+                    row["ID"][0] - _mean_std([_accuracy(r, results["id_test"]) for r in vanilla])[0]
+                )
                 row["dOOD"] = row["OOD"][0] - _mean_std([_ood(results, r) for r in vanilla])[0]
             last = [r["history"][-1] for r in runs]
             row["radius"] = {
@@ -381,7 +381,9 @@ def _answer(results: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
             "per kernel (conv1 / conv2 / dense): "
             + "; ".join(
                 f"batch {c['batch_size']}: "
-                + " / ".join(f"{100 * k1[c['key']]['positive_share'][leaf]:.0f}%" for leaf in KERNELS)
+                + " / ".join(
+                    f"{100 * k1[c['key']]['positive_share'][leaf]:.0f}%" for leaf in KERNELS
+                )
                 for c in by_batch
             )
             + "."
@@ -410,7 +412,11 @@ def _answer(results: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
             + "."
         )
     by_epochs = sorted(
-        (c for c in cells.values() if c["momentum"] > 0 and c["key"] in k1 and c["batch_size"] == 64),
+        (
+            c
+            for c in cells.values()
+            if c["momentum"] > 0 and c["key"] in k1 and c["batch_size"] == 64
+        ),
         key=lambda c: c["epochs"],
     )
     if len(by_epochs) >= 2:
@@ -445,8 +451,8 @@ def _markdown(results: dict[str, Any], rows: list[dict[str, Any]], findings: str
         "radius gradient was positive (it shrinks the radius; k scales it). Pinned: leaves "
         "whose radius sat at the floor for at least half the epochs.",
         "",
-        f"Pre-trained, not fine-tuned (its own head): ID {100 * pre[results['id_test']]['accuracy']:.1f}, "
-        f"OOD avg {100 * pre_ood:.1f}.",
+        "Pre-trained, not fine-tuned (its own head): ID "
+        f"{100 * pre[results['id_test']]['accuracy']:.1f}, OOD avg {100 * pre_ood:.1f}.",
     ]
     if findings:
         lines += ["", findings.strip()]

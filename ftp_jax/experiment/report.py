@@ -328,7 +328,9 @@ def _markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         for run in pinned:
             setting = "".join(f" {k}={v:g}" for k, v in run.get("setting", {}).items())
             leaves = ", ".join(f"{leaf} ({step})" for leaf, step in run["pinned"].items())
-            lines.append(f"| {run['regime']}% | {run['label']}{setting} | {run['seed']} | {leaves} |")
+            lines.append(
+                f"| {run['regime']}% | {run['label']}{setting} | {run['seed']} | {leaves} |"
+            )
     else:
         lines.append("No reported run had a leaf pinned at its radius floor.")
     timings = results.get("timings")
@@ -492,9 +494,7 @@ def _plot_radii(results: dict[str, Any], path: Path) -> bool:
             curves[name] = history
     if not curves:
         return False
-    figure, axes = plt.subplots(
-        len(curves), 2, figsize=(10, 3.2 * len(curves)), squeeze=False
-    )
+    figure, axes = plt.subplots(len(curves), 2, figsize=(10, 3.2 * len(curves)), squeeze=False)
     for (label, history), (left, right) in zip(curves.items(), axes, strict=True):
         epochs = [record["epoch"] for record in history]
         marker = "." if len(epochs) < 6 else None

@@ -364,6 +364,11 @@ def _pm(stats: tuple[float, float]) -> str:
     return f"{100 * stats[0]:.1f} ± {100 * stats[1]:.1f}"
 
 
+def _per_kernel(values: dict[str, float], template: str) -> str:
+    """``values`` of the ``KERNELS`` formatted by ``template`` ("{:.2g}"), joined by " / "."""
+    return " / ".join(template.format(values[leaf]) for leaf in KERNELS)
+
+
 def _answer(results: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     """The measured answer to "why is FTP's radius gradient positive here?", from the rows."""
     k1 = {row["cell"]: row for row in rows if row["k"] == 1.0}
@@ -381,8 +386,8 @@ def _answer(results: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
             "per kernel (conv1 / conv2 / dense): "
             + "; ".join(
                 f"batch {c['batch_size']}: "
-                + " / ".join(
-                    f"{100 * k1[c['key']]['positive_share'][leaf]:.0f}%" for leaf in KERNELS
+                + _per_kernel(
+                    {x: 100 * v for x, v in k1[c["key"]]["positive_share"].items()}, "{:.0f}%"
                 )
                 for c in by_batch
             )
@@ -401,14 +406,14 @@ def _answer(results: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"- **Momentum.** At batch {no_momentum[0]['batch_size']}, {no_momentum[0]['epochs']} "
             "epochs, k=1, the share of steps with h_t > 0 (conv1 / conv2 / dense) is "
-            + " / ".join(f"{100 * a['positive_share'][leaf]:.0f}%" for leaf in KERNELS)
+            + _per_kernel({x: 100 * v for x, v in a["positive_share"].items()}, "{:.0f}%")
             + " with Nesterov momentum 0.9 at lr 0.01 and "
-            + " / ".join(f"{100 * b['positive_share'][leaf]:.0f}%" for leaf in KERNELS)
+            + _per_kernel({x: 100 * v for x, v in b["positive_share"].items()}, "{:.0f}%")
             + f" without momentum at lr {no_momentum[0]['learning_rate']:g} (the same effective "
             "step); the end radii are "
-            + " / ".join(f"{a['radius'][leaf]:.3g}" for leaf in KERNELS)
+            + _per_kernel(a["radius"], "{:.3g}")
             + " and "
-            + " / ".join(f"{b['radius'][leaf]:.3g}" for leaf in KERNELS)
+            + _per_kernel(b["radius"], "{:.3g}")
             + "."
         )
     by_epochs = sorted(
@@ -424,8 +429,7 @@ def _answer(results: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
             "- **Schedule length.** At batch 64, k=1, the mean h_t per kernel (conv1 / conv2 / "
             "dense) over the run: "
             + "; ".join(
-                f"{c['epochs']} epochs: "
-                + " / ".join(f"{k1[c['key']]['mean_h'][leaf]:+.2g}" for leaf in KERNELS)
+                f"{c['epochs']} epochs: " + _per_kernel(k1[c["key"]]["mean_h"], "{:+.2g}")
                 for c in by_epochs
             )
             + "."

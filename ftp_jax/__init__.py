@@ -8,10 +8,10 @@ training loop, data, models, converters and experiments are subpackages with
 their own extras (``pip install "ftp_jax[train]"``).
 """
 
-from ftp_jax._fixed_projection import MarsPGMState, mars_pgm, project_fixed_radius
 from ftp_jax._ftp import FTPState, ftp, ftp_adamw, ftp_radii, ftp_sgd
 from ftp_jax._l2sp import L2SPDecoupledState, L2SPState, l2sp, l2sp_decoupled, l2sp_penalty
 from ftp_jax._lpft import LPFTState, lp_ft
+from ftp_jax._mars_pgm import MarsPGMState, mars_pgm, project_fixed_radius
 from ftp_jax._paths import leaf_path, leaf_paths, path_rules
 from ftp_jax._projection import hard_clip_unit, projection_ratio, radial_projection, row_norms
 from ftp_jax._readouts import radii, radius_gradients

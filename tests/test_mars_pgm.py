@@ -1,4 +1,4 @@
-"""Tests for ftp_jax._fixed_projection: MARS-PGM, a projection onto a fixed radius."""
+"""Tests for ftp_jax._mars_pgm: MARS-PGM, a projection onto a fixed radius."""
 
 from __future__ import annotations
 

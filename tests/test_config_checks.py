@@ -237,6 +237,7 @@ CONFIGS = sorted(
 def test_shipped_configs_pass(path):
     """Every config file the command lines ship (and its --quick version) passes the checks."""
     from ftp_jax.experiment.config import ExperimentConfig
+    from ftp_jax.experiment.regime_study import RegimeStudyConfig, validate_study
     from ftp_jax.recipes.config import RecipeConfig
 
     config = cli.load_config(str(path), object)
@@ -246,8 +247,10 @@ def test_shipped_configs_pass(path):
         validate(quick(config))
     elif isinstance(config, RecipeConfig):
         recipes_config.validate(config)
+    elif isinstance(config, RegimeStudyConfig):
+        validate_study(config)
     else:
-        pytest.skip(f"{type(config).__name__} is not checked here")
+        raise AssertionError(f"{path.name}: {type(config).__name__} has no config check")
     assert time.process_time() - start < 20
 
 
@@ -486,3 +489,16 @@ def test_run_recipe_validates_before_reading_inputs(tmp_path, recipe):
     bad = apply_overrides(recipe, ["finetune.method.head_pattern=fc/.*"])
     with pytest.raises(ValueError, match="rule 'fc/.*' matched no parameter"):
         run_recipe(bad, data_dir=tmp_path / "no_data", workdir=tmp_path / "w", weights="x.pt")
+
+
+def test_regime_study_checks_every_cell_before_any_work(renditions):
+    """The FTP regime study derives its runs per cell and k: each is checked by the
+    experiment's own ``validate`` (the transform's rules), naming the cell."""
+    from ftp_jax.experiment.regime_study import Cell, RegimeStudyConfig, validate_study
+
+    study = RegimeStudyConfig(experiment=renditions, ks=(0.0, 1.5), cells=(Cell(64, 4),))
+    with pytest.raises(ValueError, match=r"cell 'batch 64, 4 epochs'.*k"):
+        validate_study(study)
+    negative = RegimeStudyConfig(experiment=renditions, ks=(1.0,), cells=(Cell(64, 0),))
+    with pytest.raises(ValueError, match=r"cell 'batch 64, 0 epochs'.*epochs"):
+        validate_study(negative)

@@ -39,7 +39,7 @@ import numpy as np
 from ftp_jax.experiment.config import ExperimentConfig, MethodRun, Regime
 from ftp_jax.train.config import MethodConfig
 
-__all__ = ["Cell", "RegimeStudyConfig", "main", "run_study", "write_study_report"]
+__all__ = ["Cell", "RegimeStudyConfig", "main", "run_study", "validate_study", "write_study_report"]
 
 # The leaves whose radii and h_t the report shows (the new head is not constrained).
 KERNELS = ("conv1/kernel", "conv2/kernel", "dense/kernel")
@@ -217,17 +217,34 @@ def _locked(function):
     return holds_workdir_lock(function)
 
 
+def validate_study(study: RegimeStudyConfig) -> None:
+    """Checks every run the study derives (each cell's experiment, every ``k``), before any work.
+
+    Each cell becomes an :class:`~ftp_jax.experiment.config.ExperimentConfig` whose rows
+    are that cell's runs; :func:`ftp_jax.experiment.config.validate` checks them as it
+    checks the default experiment's (the methods' own transforms included).
+
+    Raises:
+      ValueError: naming the cell and what is wrong in it.
+    """
+    from ftp_jax.experiment.config import validate
+
+    for cell in study.cells:
+        try:
+            validate(_cell_experiment(study, cell))
+        except ValueError as error:
+            raise ValueError(f"cell {cell.name!r}: {error}") from None
+
+
 @_locked  # one run at a time in a work directory (exit 4 for a second)
 def run_study(
     study: RegimeStudyConfig, workdir: str | Path, *, progress: bool = True
 ) -> dict[str, Any]:
     """Runs (or resumes) every cell, k and seed in ``workdir``; writes and returns the results."""
     from ftp_jax.experiment import run as experiment_run
-    from ftp_jax.experiment.config import validate
     from ftp_jax.experiment.workers import Interrupted, default_workers, interrupted_exit, run_jobs
 
-    for cell in study.cells:  # every run's settings, before any work
-        validate(_cell_experiment(study, cell))
+    validate_study(study)  # every run's settings, before any work
     started = time.perf_counter()
     workdir = Path(workdir)
     experiment = study.experiment

@@ -11,7 +11,9 @@ Names: ``p<percent>_<row>_<metric>`` for the default experiment's rows (``id``,
 difference from vanilla (SGD); ``speed``: steps/s relative to vanilla (SGD);
 ``steps``: steps/s; ``setting``: the chosen value of a tuned row);
 ``digits_<row>_<metric>`` for the digits config, ``bf16_<row>_<metric>`` for the
-bfloat16 run; ``bench_*`` for benchmarks.
+bfloat16 run; ``bf16cmp_p<percent>_<row>_<f32|bf16>_dood`` for the two sides of the
+bfloat16 comparison (``compare.json``: both runs of one protocol);
+``bench_*`` for benchmarks.
 :func:`headline_table` is the README's headline (``tests/test_docs.py`` checks it).
 """
 
@@ -25,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = ROOT / "experiments" / "results" / "renditions" / "results.json"
 DIGITS = ROOT / "experiments" / "results" / "digits" / "results.json"
 BF16 = ROOT / "experiments" / "results" / "renditions_bf16" / "results.json"
+BF16_COMPARE = ROOT / "experiments" / "results" / "renditions_bf16" / "compare.json"
 BENCHMARKS = ROOT / "benchmarks" / "results"
 
 # Short names of the default experiment's rows (their labels in results.json).
@@ -106,6 +109,27 @@ def experiment_values(results: dict, prefix: str = "") -> dict[str, str]:
                 values[key + "setting"] = ", ".join(
                     f"{name} {number(value)}" for name, value in entry["setting"].items()
                 )
+    return values
+
+
+def compare_values(compare: list[dict], prefix: str) -> dict[str, str]:
+    """Each side's OOD gain over vanilla (SGD) in a comparison file (``experiment.compare``).
+
+    ``<prefix>p<percent>_<row>_f32_dood`` from the reference run (``reference``),
+    ``..._bf16_dood`` from the other: both from the runs the comparison compared, so a
+    page never sets one protocol's numbers beside another's.
+    """
+    values: dict[str, str] = {}
+    by_key = {(entry["regime"], entry["label"]): entry for entry in compare}
+    for regime in sorted({entry["regime"] for entry in compare}):
+        vanilla = by_key[(regime, ROWS["vanilla"])]
+        for short, label in ROWS.items():
+            entry = by_key.get((regime, label))
+            if entry is None:
+                continue
+            for side, name in (("reference", "f32"), ("other", "bf16")):
+                gain = entry[side]["OOD avg"]["mean"] - vanilla[side]["OOD avg"]["mean"]
+                values[f"{prefix}p{regime}_{short}_{name}_dood"] = signed(gain)
     return values
 
 
@@ -322,6 +346,7 @@ def substitutions() -> dict[str, str]:
     values.update(experiment_extra(experiment))
     values.update(experiment_values(load(DIGITS), prefix="digits_"))
     values.update(experiment_values(load(BF16), prefix="bf16_"))
+    values.update(compare_values(load(BF16_COMPARE), prefix="bf16cmp_"))
     values.update(benchmark_values())
     values.update(exactness_values())
     return values

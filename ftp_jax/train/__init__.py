@@ -5,7 +5,7 @@ from ftp_jax._extras import require_extra
 require_extra("train", "ftp_jax.train")
 
 from ftp_jax.train.checkpoint import Checkpointer, CheckpointMismatchError
-from ftp_jax.train.config import MethodConfig, TrainConfig, apply_overrides
+from ftp_jax.train.config import MethodConfig, TrainConfig
 from ftp_jax.train.loop import EvalSet, FitResult, fit
 from ftp_jax.train.methods import (
     FTPOptions,
@@ -18,6 +18,7 @@ from ftp_jax.train.methods import (
     TPGMOptions,
     build_method,
 )
+from ftp_jax.train.overrides import apply_overrides
 from ftp_jax.train.steps import (
     TrainState,
     initial_train_state,

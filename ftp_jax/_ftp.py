@@ -290,13 +290,14 @@ def ftp(
         stacked_base = base_updates[0] if on_buckets else None
         base_updates = _ftp_layout.base_unview(state.radius, base_updates, params, bucket_base)
         count = optax.safe_int32_increment(state.count)
-        # ftp_leaf_update's math, in the state's layout (ftp_jax._ftp_layout).
-        new_updates, buffers = _ftp_layout.update(
+        # ftp_leaf_update's math, in the state's layout (ftp_jax._ftp_layout): the new
+        # radius, its Adam moments, c_t and 1 / n_t, by field name.
+        new_updates, fields = _ftp_layout.update(
             updates,
             base_updates,
             params,
             leaf_plans(params, mask, row_axes, method="FTP"),
-            state[1:-1],  # anchor, radius, radius_mu, radius_nu, prev_displacement, ...
+            state,
             norm=norm,
             k=k,
             step=count.astype(jnp.float32),
@@ -306,9 +307,22 @@ def ftp(
             b2=radius_b2,
             stacked_base=stacked_base,
         )
-        return new_updates, FTPState(count, *buffers, base_state)
+        return new_updates, state._replace(count=count, **fields, base_state=base_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class FTPLeafUpdate(NamedTuple):
+    """One leaf's FTP step (:func:`ftp_leaf_update`): its update and its new state
+    fields, named as in :class:`FTPState`."""
+
+    update: jax.Array  # theta_t - theta_{t-1}, in the base update's dtype.
+    anchor: jax.Array  # w0, as stored (its storage dtype).
+    radius: jax.Array  # gamma_t.
+    radius_mu: jax.Array  # the radius Adam's first moment.
+    radius_nu: jax.Array  # the radius Adam's second moment.
+    prev_displacement: jax.Array  # c_t, as stored (its storage dtype).
+    prev_inverse_norm: jax.Array  # 1 / n_t.
 
 
 def ftp_leaf_update(
@@ -318,8 +332,8 @@ def ftp_leaf_update(
     base_update,
     anchor,
     radius,
-    mu,
-    nu,
+    radius_mu,
+    radius_nu,
     prev_displacement,
     prev_inverse_norm,
     *,
@@ -344,8 +358,10 @@ def ftp_leaf_update(
       10^{-8}, \max n_t), \quad
       \theta_t = w_0 + \operatorname{clip}(\gamma_t / n_t, 0, 1)\, c_t
 
-    Returns ``(update, anchor, radius, mu, nu, displacement, inverse_norm)``, the
-    anchor and displacement as stored (their storage dtypes).
+    The state fields are those of :class:`FTPState` at one leaf, passed in the
+    state's order (the ``state`` of :func:`ftp_jax._skeleton.map_leaves`, by
+    position or by name). Returns an :class:`FTPLeafUpdate`: the update and the
+    new fields, by name.
 
     Norms, inverse norms, :math:`h_t` and the radius are computed in the radius
     dtype (``compute_dtype``: the params' dtype, at least float32), so that float16
@@ -382,24 +398,31 @@ def ftp_leaf_update(
     # into different FMAs (1 ulp per step, 2e-5 of the params after 80 float32 steps).
     # The bias correction is optax's, with the global step: the reference steps its
     # hyper-optimizer once per FTP step.
-    new_mu = b1 * mu + (1 - b1) * radius_grad
-    new_nu = b2 * nu + (1 - b2) * jnp.square(radius_grad)
+    new_mu = b1 * radius_mu + (1 - b1) * radius_grad
+    new_nu = b2 * radius_nu + (1 - b2) * jnp.square(radius_grad)
     mu_hat = optax.tree_utils.tree_bias_correction(new_mu, b1, step.astype(dtype))
     nu_hat = optax.tree_utils.tree_bias_correction(new_nu, b2, step.astype(dtype))
     new_radius = radius - learning_rate * mu_hat / (jnp.sqrt(nu_hat) + RADIUS_ADAM_EPS)
     new_radius = jnp.clip(new_radius, MIN_RADIUS, jnp.max(norms).astype(dtype))
 
     new_radius = jnp.where(first_step, jnp.asarray(FIRST_RADIUS, dtype), new_radius)
-    new_mu = jnp.where(first_step, mu, new_mu)
-    new_nu = jnp.where(first_step, nu, new_nu)
+    new_mu = jnp.where(first_step, radius_mu, new_mu)
+    new_nu = jnp.where(first_step, radius_nu, new_nu)
 
     projected_displacement, _ = radial_projection(
         displacement, new_radius, kept_axes, inverse_norm=inverse_norm
     )
     projected = anchor + projected_displacement  # theta_t (in `dtype`)
     update = (projected - param).astype(base_update.dtype)
-    stored_displacement = displacement.astype(stored_dtype)  # a no-op by default
-    return update, stored_anchor, new_radius, new_mu, new_nu, stored_displacement, inverse_norm
+    return FTPLeafUpdate(
+        update=update,
+        anchor=stored_anchor,
+        radius=new_radius,
+        radius_mu=new_mu,
+        radius_nu=new_nu,
+        prev_displacement=displacement.astype(stored_dtype),  # a no-op by default
+        prev_inverse_norm=inverse_norm,
+    )
 
 
 def _find_ftp_state(opt_state: Any) -> FTPState:

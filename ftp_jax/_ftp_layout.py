@@ -221,7 +221,7 @@ def update(
     base_updates: PyTree,
     params: PyTree,
     plans: Sequence[Any],
-    fields: Sequence[Any],
+    state: Any,
     *,
     norm: str,
     k: Any,
@@ -232,26 +232,28 @@ def update(
     b2: Any,
     method: str = "FTP",
     stacked_base: Sequence[Any] | None = None,
-) -> tuple[PyTree, tuple[Any, ...]]:
+) -> tuple[PyTree, dict[str, Any]]:
     """One FTP step in the state's layout.
 
     Args:
-      fields: the state's ``(anchor, radius, radius_mu, radius_nu, prev_displacement,
-        prev_inverse_norm)``.
+      state: the FTP state (read by name: ``anchor``, ``radius``, ``radius_mu``,
+        ``radius_nu``, ``prev_displacement``, ``prev_inverse_norm``).
       stacked_base: the base optimizer's updates of the buckets, stacked (it ran on
         them: ``bucket_base``); ``base_updates`` then serves the excluded leaves.
 
     Returns:
-      ``(updates like the params, new fields)``.
+      ``(updates like the params, new fields)``: the fields that the step changes
+      (all but ``anchor``) by name, as :func:`init_fields` names them; none for
+      params without leaves.
 
     Raises:
       ValueError: params of another structure, or a ``mask`` that changed since
         ``init`` (naming the leaf).
     """
-    anchor, radius, mu, nu, prev_displacement, prev_inverse_norm = fields
+    anchor, radius = state.anchor, state.radius
     layout = state_layout(radius, method)
     if layout is None:  # no params leaves
-        return base_updates, tuple(fields)
+        return base_updates, {}
     treedef = jax.tree_util.tree_structure(params)
     # Leaf counts, not tree structures: nnx.Optimizer initializes with Variables and
     # updates with their values.
@@ -272,8 +274,8 @@ def update(
     flat_grads = treedef.flatten_up_to(gradients)
     flat_base = treedef.flatten_up_to(base_updates)
     anchors = _layout.bucket_buffers(layout, anchor, "anchor", treedef)
-    displacements = _layout.bucket_buffers(layout, prev_displacement, "displacement", treedef)
-    inverse_norms = _layout.bucket_buffers(layout, prev_inverse_norm, "inverse norm", treedef)
+    displacements = _layout.bucket_buffers(layout, state.prev_displacement, "displacement", treedef)
+    inverse_norms = _layout.bucket_buffers(layout, state.prev_inverse_norm, "inverse norm", treedef)
 
     flat_moved = [  # theta_{t-1} + u_t at the constrained leaves
         p + u if constrained else None
@@ -326,8 +328,8 @@ def update(
         )
         for r, m, v, h, n in zip(
             radius.vectors,
-            mu.vectors,
-            nu.vectors,
+            state.radius_mu.vectors,
+            state.radius_nu.vectors,
             radius_grads.vectors,
             max_norms.vectors,
             strict=True,
@@ -358,13 +360,12 @@ def update(
             flat_updates[index] = (value - flat_params[index]).astype(flat_base[index].dtype)
         new_displacements.append(stored)
         new_inverse_norms.append(inverse_norm)
-    return treedef.unflatten(flat_updates), (
-        anchor,
-        new_radius,
-        new_mu,
-        new_nu,
-        _layout.buffers_field(layout, new_displacements, treedef),
-        _layout.buffers_field(layout, new_inverse_norms, treedef),
+    return treedef.unflatten(flat_updates), dict(
+        radius=new_radius,
+        radius_mu=new_mu,
+        radius_nu=new_nu,
+        prev_displacement=_layout.buffers_field(layout, new_displacements, treedef),
+        prev_inverse_norm=_layout.buffers_field(layout, new_inverse_norms, treedef),
     )
 
 

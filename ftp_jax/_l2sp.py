@@ -175,15 +175,16 @@ def l2sp(
         require_params(params, "l2sp")
         check_update_trees("l2sp", params, updates, state.anchor)
 
-        def leaf_update(plan, p, g, a):
-            return ((g + l2sp_leaf_gradient(plan, p, a, alpha=alpha, beta=beta)).astype(g.dtype),)
+        def leaf_update(plan, param, gradient, anchor):  # g + grad Omega
+            penalty = l2sp_leaf_gradient(plan, param, anchor, alpha=alpha, beta=beta)
+            return ((gradient + penalty).astype(gradient.dtype),)
 
         (new_updates,) = map_leaves(
             leaf_update,
             leaf_plans(params, mask, None, method="L2-SP"),
             params,
-            (updates,),
-            (state.anchor,),
+            {"gradient": updates},
+            {"anchor": state.anchor},
             excluded_fn=leaf_update,
             method="L2-SP",
         )
@@ -269,23 +270,21 @@ def l2sp_decoupled(
         )
         rate = learning_rate(state.count) if callable(learning_rate) else learning_rate
 
-        def leaf_update(plan, p, u, a):
-            decay = rate * l2sp_leaf_gradient(plan, p, a, alpha=alpha, beta=beta)
-            return ((u - decay).astype(u.dtype),)
+        def leaf_update(plan, param, base_update, anchor):  # u_t - eta_t grad Omega
+            decay = rate * l2sp_leaf_gradient(plan, param, anchor, alpha=alpha, beta=beta)
+            return ((base_update - decay).astype(base_update.dtype),)
 
         (new_updates,) = map_leaves(
             leaf_update,
             leaf_plans(params, mask, None, method="L2-SP"),
             params,
-            (base_updates,),
-            (state.anchor,),
+            {"base_update": base_updates},
+            {"anchor": state.anchor},
             excluded_fn=leaf_update,
             method="L2-SP",
         )
-        return new_updates, L2SPDecoupledState(
-            count=optax.safe_int32_increment(state.count),
-            anchor=state.anchor,
-            base_state=base_state,
+        return new_updates, state._replace(
+            count=optax.safe_int32_increment(state.count), base_state=base_state
         )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

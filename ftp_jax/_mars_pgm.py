@@ -250,11 +250,11 @@ def mars_pgm(
             functools.partial(mars_pgm_leaf_update, norm=norm),
             plans,
             params,
-            (base_updates,),
-            (state.anchor, radii),
-            excluded_fn=lambda plan, p, u, a, r: (u,),
+            {"base_update": base_updates},
+            {"anchor": state.anchor, "radius": radii},
+            excluded_fn=lambda plan, param, base_update, anchor, radius: (base_update,),
             method="MARS-PGM",
         )
-        return new_updates, MarsPGMState(anchor=state.anchor, base_state=base_state)
+        return new_updates, state._replace(base_state=base_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

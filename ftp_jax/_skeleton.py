@@ -24,7 +24,7 @@ Everything between them lives here, once:
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -249,8 +249,8 @@ def map_leaves(
     leaf_fn: Callable[..., tuple],
     plans: Sequence[LeafPlan],
     params: PyTree,
-    trees: Sequence[PyTree] = (),
-    state: Sequence[PyTree] = (),
+    trees: Sequence[PyTree] | Mapping[str, PyTree] = (),
+    state: Sequence[PyTree] | Mapping[str, PyTree] = (),
     *,
     excluded_fn: Callable[..., tuple],
     method: str,
@@ -260,29 +260,63 @@ def map_leaves(
     For every params leaf ``p`` with plan ``plan``, the leaves of ``trees`` (full
     trees like the params: gradients, updates) and of ``state`` (state trees, with
     ``MaskedNode`` at excluded leaves) at its position are passed on:
-    ``leaf_fn(plan, p, *tree_leaves, *state_leaves)`` at constrained leaves,
-    ``excluded_fn(plan, p, *tree_leaves, *state_leaves)`` at excluded ones. Both
-    return tuples of the same length; column ``i`` of the results becomes the
-    ``i``-th returned tree, with the params' structure.
+    ``leaf_fn(plan, p, ...)`` at constrained leaves, ``excluded_fn(plan, p, ...)``
+    at excluded ones. ``trees`` and ``state`` are each a sequence, whose leaves
+    follow ``p`` by position, or a mapping from names to trees, whose leaves are
+    passed as keyword arguments of those names, so that a per-leaf function reads
+    its buffers by name, as its equation does::
+
+      map_leaves(leaf_update, plans, params, {"base_update": base_updates},
+                 {"anchor": state.anchor}, ...)  # leaf_update(plan, p, *, base_update, anchor)
+
+    Both functions return tuples of the same length; column ``i`` of the results
+    becomes the ``i``-th returned tree, with the params' structure. When
+    ``leaf_fn`` returns a NamedTuple, so does ``map_leaves``: the same type,
+    holding a tree per field (``excluded_fn`` may return a plain tuple in the
+    same order).
 
     Raises:
       ValueError: a tree that does not have the params' structure, or a ``mask``
         that changed since the state was initialized (naming the leaf).
     """
     treedef = jax.tree_util.tree_structure(params)
-    columns = [treedef.flatten_up_to(params)]
-    columns += [_flat(params, tree, "gradient tree") for tree in trees]
-    columns += [_flat(params, tree, f"{method} state") for tree in state]
+    tree_names, tree_columns = _columns(params, trees, "gradient tree")
+    state_names, state_columns = _columns(params, state, f"{method} state")
     results = []
-    for plan, *leaves in zip(plans, *columns, strict=True):
-        if state and plan.constrained == isinstance(leaves[1 + len(trees)], optax.MaskedNode):
+    for index, (plan, param) in enumerate(zip(plans, treedef.flatten_up_to(params), strict=True)):
+        tree_leaves = [column[index] for column in tree_columns]
+        state_leaves = [column[index] for column in state_columns]
+        if state_leaves and plan.constrained == isinstance(state_leaves[0], optax.MaskedNode):
             raise ValueError(
                 f"`mask` at {plan.path!r} is {plan.constrained} now but was "
                 f"{not plan.constrained} when the {method} state was initialized; the "
                 "mask must not change between init and update."
             )
-        results.append((leaf_fn if plan.constrained else excluded_fn)(plan, *leaves))
-    return tuple(treedef.unflatten(list(column)) for column in zip(*results, strict=True))
+        tree_args, tree_kwargs = _arguments(tree_names, tree_leaves)
+        state_args, state_kwargs = _arguments(state_names, state_leaves)
+        function = leaf_fn if plan.constrained else excluded_fn
+        results.append(
+            function(plan, param, *tree_args, *state_args, **tree_kwargs, **state_kwargs)
+        )
+    columns = [treedef.unflatten(list(column)) for column in zip(*results, strict=True)]
+    named_result = next((type(r) for r in results if hasattr(type(r), "_fields")), None)
+    return named_result(*columns) if named_result is not None else tuple(columns)
+
+
+def _columns(
+    params: PyTree, trees: Sequence[PyTree] | Mapping[str, PyTree], what: str
+) -> tuple[list[str] | None, list[list[Any]]]:
+    """``(names or None, one flat list of leaves per tree)`` of map_leaves' ``trees``."""
+    names = list(trees) if isinstance(trees, Mapping) else None
+    values = [trees[name] for name in names] if names is not None else list(trees)
+    return names, [_flat(params, tree, what) for tree in values]
+
+
+def _arguments(names: list[str] | None, leaves: list[Any]) -> tuple[list[Any], dict[str, Any]]:
+    """One leaf of each tree as ``(positional, keyword)`` arguments."""
+    if names is None:
+        return leaves, {}
+    return [], dict(zip(names, leaves, strict=True))
 
 
 # --- argument checks ---------------------------------------------------------------

@@ -170,24 +170,26 @@ def spd(
             base_optimizer, updates, state.base_state, params, "spd", **extra_args
         )
 
-        def constrained(plan, p, g, u, a):
-            return (spd_leaf_update(g, u, p, a, strength)[0],)
+        def constrained(plan, param, gradient, base_update, anchor):
+            update, _ = spd_leaf_update(gradient, base_update, param, anchor, strength)
+            return (update,)
 
-        def excluded(plan, p, g, u, a):
+        def excluded(plan, param, gradient, base_update, anchor):
             # Decayed toward 0 (no pre-trained value), unless asked not to or not a float.
-            if not decay_excluded or not jnp.issubdtype(jnp.result_type(p), jnp.floating):
-                return (u,)
-            return (spd_leaf_update(g, u, p, None, strength)[0],)
+            if not decay_excluded or not jnp.issubdtype(jnp.result_type(param), jnp.floating):
+                return (base_update,)
+            update, _ = spd_leaf_update(gradient, base_update, param, None, strength)
+            return (update,)
 
         (new_updates,) = map_leaves(
             constrained,
             leaf_plans(params, mask, None, method="SPD"),
             params,
-            (updates, base_updates),
-            (state.anchor,),
+            {"gradient": updates, "base_update": base_updates},
+            {"anchor": state.anchor},
             excluded_fn=excluded,
             method="SPD",
         )
-        return new_updates, SPDState(anchor=state.anchor, base_state=base_state)
+        return new_updates, state._replace(base_state=base_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

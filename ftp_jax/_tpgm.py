@@ -94,17 +94,19 @@ def _radius_tree(radius, params):
 
 def _project(params, anchor, radius, plans, norm, stop_gradient=True):
     """Every constrained leaf projected; excluded leaves as they are."""
-    radius = _radius_tree(radius, params)
-    return map_leaves(
-        lambda plan, p, a, r: (
-            tpgm_leaf_projection(plan, p, a, r, norm=norm, stop_gradient=stop_gradient),
+    (projected,) = map_leaves(
+        lambda plan, param, anchor, radius: (
+            tpgm_leaf_projection(
+                plan, param, anchor, radius, norm=norm, stop_gradient=stop_gradient
+            ),
         ),
         plans,
         params,
-        state=(anchor, radius),
-        excluded_fn=lambda plan, p, a, r: (p,),
+        state={"anchor": anchor, "radius": _radius_tree(radius, params)},
+        excluded_fn=lambda plan, param, anchor, radius: (param,),
         method="TPGM",
-    )[0]
+    )
+    return projected
 
 
 def project_to_anchor(
@@ -175,20 +177,20 @@ def _prepared_radius(params, anchor, radius, initialized, plans, norm):
     """Initializes the radii on first use (``min(R(t)) / 2``), then clips them to
     ``[1e-8, max R(t)]``; no gradient flows through either."""
 
-    def prepare(plan, p, a, r):
-        displacement = (p - a).astype(r.dtype)  # the radius dtype: at least float32
+    def prepare(plan, param, anchor, radius):
+        displacement = (param - anchor).astype(radius.dtype)  # the radius dtype: >= float32
         norms = jax.lax.stop_gradient(row_norms(displacement, plan.kept_axes, norm))
-        r = jnp.where(initialized, r, jnp.min(norms) / 2)
-        return (jnp.clip(r, MIN_RADIUS, jnp.max(norms)),)
+        radius = jnp.where(initialized, radius, jnp.min(norms) / 2)
+        return (jnp.clip(radius, MIN_RADIUS, jnp.max(norms)),)
 
-    prepared = map_leaves(
+    (prepared,) = map_leaves(
         prepare,
         plans,
         params,
-        state=(anchor, _radius_tree(radius, params)),
-        excluded_fn=lambda plan, p, a, r: (r,),
+        state={"anchor": anchor, "radius": _radius_tree(radius, params)},
+        excluded_fn=lambda plan, param, anchor, radius: (radius,),
         method="TPGM",
-    )[0]
+    )
     if isinstance(radius, LeafScalars):  # back to the state's vectors
         flat = jax.tree_util.tree_structure(params).flatten_up_to(prepared)
         return LeafScalars.from_leaves(radius.layout, flat)
@@ -256,7 +258,8 @@ def _fit_radii(
         loss, grads = jax.value_and_grad(outer_loss)(radius, batch, train)
         updates, adam_state = radius_optimizer.update(grads, radii.radius_adam, radius)
         radius = optax.apply_updates(radius, updates)
-        return _Radii(radius, adam_state, jnp.ones((), bool)), (loss, radius)
+        new_radii = _Radii(radius=radius, radius_adam=adam_state, initialized=jnp.ones((), bool))
+        return new_radii, (loss, radius)
 
     steps = {np.shape(x)[0] for x in jax.tree_util.tree_leaves(heldout_batches)}.pop()
     if steps > _UNROLLED_STEPS:
@@ -471,7 +474,9 @@ def tpgm(
         )
         plans = leaf_plans(params, mask, row_axes, method="TPGM")
         moved = optax.apply_updates(params, base_updates)
-        radii = _Radii(state.radius, state.radius_adam, state.initialized)
+        radii = _Radii(
+            radius=state.radius, radius_adam=state.radius_adam, initialized=state.initialized
+        )
         heldout_loss_value = state.heldout_loss
         if heldout_batch is not None:
             if heldout_batches is not None:
@@ -496,20 +501,20 @@ def tpgm(
             )
             heldout_loss_value = jnp.mean(losses).astype(jnp.float32)
         projected, radii = _apply(moved, state.anchor, radii, plans, norm)
-        new_updates = map_leaves(
-            lambda plan, p, u, q: ((q - p).astype(u.dtype),),
+        # theta_t - theta_{t-1} at the constrained leaves; u_t itself at the others.
+        (new_updates,) = map_leaves(
+            lambda plan, param, base_update, projected: (
+                (projected - param).astype(base_update.dtype),
+            ),
             plans,
             params,
-            (base_updates, projected),
-            excluded_fn=lambda plan, p, u, q: (u,),
+            {"base_update": base_updates, "projected": projected},
+            excluded_fn=lambda plan, param, base_update, projected: (base_update,),
             method="TPGM",
-        )[0]
-        return new_updates, TPGMState(
+        )
+        return new_updates, state._replace(
             count=optax.safe_int32_increment(state.count),
-            anchor=state.anchor,
-            radius=radii.radius,
-            radius_adam=radii.radius_adam,
-            initialized=radii.initialized,
+            **radii._asdict(),
             heldout_loss=heldout_loss_value,
             base_state=base_state,
         )
@@ -571,7 +576,7 @@ def tpgm_post_hoc(
     radii, (losses, trajectory) = _fit_radii(
         params,
         state.anchor,
-        _Radii(state.radius, state.radius_adam, state.initialized),
+        _Radii(radius=state.radius, radius_adam=state.radius_adam, initialized=state.initialized),
         heldout_batches,
         None,
         loss_kwargs,
@@ -586,12 +591,7 @@ def tpgm_post_hoc(
     projected, radii = _apply(params, state.anchor, radii, plans, norm)
     return (
         projected,
-        state._replace(
-            radius=radii.radius,
-            radius_adam=radii.radius_adam,
-            initialized=radii.initialized,
-            heldout_loss=jnp.mean(losses).astype(jnp.float32),
-        ),
+        state._replace(**radii._asdict(), heldout_loss=jnp.mean(losses).astype(jnp.float32)),
         {
             "loss": losses,
             "radius": trajectory.tree(missing=optax.MaskedNode())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import chex
 import jax.numpy as jnp
 import optax
@@ -100,3 +102,44 @@ def test_radii_reads_any_method_and_none_without_one():
     two = (tx.init(PARAMS), tx.init(PARAMS))
     with pytest.raises(ValueError, match=r"2 states in the optimizer state carry radii"):
         ftp_jax.radii(two)
+
+
+class _Step(NamedTuple):
+    moved: object
+    count: object
+
+
+def test_map_leaves_passes_named_trees_by_name_and_returns_a_named_tuple():
+    """Mappings of trees reach the per-leaf function as keyword arguments, and a
+    NamedTuple it returns comes back as the same NamedTuple of trees."""
+    plans = leaf_plans(PARAMS, MASK, None, method="test")
+    counts = constrained_tree(PARAMS, plans, lambda p, plan: jnp.zeros(()))
+    grads = {"body": {"kernel": jnp.full((3, 2), 0.5)}, "head": {"kernel": jnp.ones((2, 1))}}
+
+    def step(plan, param, *, gradient, count):
+        return _Step(moved=param + 2 * gradient, count=count + 1)
+
+    result = map_leaves(
+        step,
+        plans,
+        PARAMS,
+        {"gradient": grads},
+        {"count": counts},
+        excluded_fn=lambda plan, param, gradient, count: (param, count),
+        method="test",
+    )
+    assert isinstance(result, _Step)
+    chex.assert_trees_all_equal(result.moved["body"]["kernel"], jnp.full((3, 2), 2.0))
+    chex.assert_trees_all_equal(result.moved["head"]["kernel"], PARAMS["head"]["kernel"])
+    assert float(result.count["body"]["kernel"]) == 1.0
+    assert isinstance(result.count["head"]["kernel"], optax.MaskedNode)
+    with pytest.raises(ValueError, match=r"`mask` at 'head/kernel' is True now but was False"):
+        map_leaves(
+            step,
+            leaf_plans(PARAMS, None, None, method="test"),
+            PARAMS,
+            {"gradient": grads},
+            {"count": counts},
+            excluded_fn=step,
+            method="test",
+        )

@@ -11,9 +11,10 @@ import numpy as np
 import optax
 
 from ftp_jax import _ftp_layout
+from ftp_jax._base_optimizers import torch_sgd
 from ftp_jax._layout import check_layout, resolve_layout
 from ftp_jax._projection import radial_projection, row_norms, row_sums
-from ftp_jax._readouts import radii
+from ftp_jax._readouts import radii, radius_state
 from ftp_jax._skeleton import (
     NOT_PARAMS,
     LeafPlan,
@@ -364,11 +365,11 @@ def ftp_leaf_update(
     new fields, by name.
 
     Norms, inverse norms, :math:`h_t` and the radius are computed in the radius
-    dtype (``compute_dtype``: the params' dtype, at least float32), so that float16
-    params neither underflow the norms' ``1e-8`` nor lose :math:`h_t`; for float32
-    and float64 params every cast below is a no-op.
+    dtype (:func:`ftp_jax._skeleton.radius_dtype`: the params' dtype, at least
+    float32), so that float16 params neither underflow the norms' ``1e-8`` nor lose
+    :math:`h_t`; for float32 and float64 params every cast below is a no-op.
     """
-    dtype = radius.dtype  # compute_dtype(param.dtype)
+    dtype = radius.dtype  # radius_dtype(param)
     stored_anchor = anchor
     anchor = anchor.astype(param.dtype)  # a no-op unless `anchor_dtype` is set
 
@@ -425,17 +426,6 @@ def ftp_leaf_update(
     )
 
 
-def _find_ftp_state(opt_state: Any) -> FTPState:
-    is_ftp = lambda x: isinstance(x, FTPState)  # noqa: E731
-    found = [x for x in jax.tree_util.tree_leaves(opt_state, is_leaf=is_ftp) if is_ftp(x)]
-    if len(found) != 1:
-        raise ValueError(
-            f"Expected exactly one FTPState in the optimizer state, found {len(found)}."
-            " Pass the state returned by ftp(...).init or a chain containing it."
-        )
-    return found[0]
-
-
 def ftp_radii(state: Any) -> PyTree:
     """Returns the current radius of every leaf, as a tree with the params' structure.
 
@@ -446,8 +436,11 @@ def ftp_radii(state: Any) -> PyTree:
     Returns:
       The radii (float scalars; 0 before the first step), with ``None`` at the
       leaves that ``mask`` excludes.
+
+    Raises:
+      ValueError: ``state`` holds no :class:`FTPState`, or several states with radii.
     """
-    return radii(_find_ftp_state(state))
+    return radii(radius_state(state, FTPState))
 
 
 def ftp_adamw(
@@ -518,10 +511,7 @@ def ftp_sgd(
     (off by default: ``None`` keeps the params' dtype; e.g. ``jnp.bfloat16``) and
     ``layout``.
     """
-    base = optax.chain(
-        optax.add_decayed_weights(weight_decay),
-        optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov),
-    )
+    base = torch_sgd(learning_rate, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
     return ftp(
         base,
         k=k,

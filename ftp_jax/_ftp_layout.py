@@ -28,7 +28,7 @@ import optax
 
 from ftp_jax import _layout
 from ftp_jax._layout import Buckets, LeafScalars, StateLayout
-from ftp_jax._projection import compute_dtype, radial_projection, row_sums
+from ftp_jax._projection import at_least_float32, radial_projection, row_sums
 
 __all__ = ["bucket_projection", "bucket_statistics", "init_fields", "radius_adam", "update"]
 
@@ -169,7 +169,7 @@ def init_fields(
         param = _layout.stack(layout, bucket, flat)
         ndim = jnp.ndim(flat[members[0]])
         kept, items = _frame(plan.kept_axes, ndim, layout.stacked)
-        dtype = compute_dtype(jnp.result_type(param))
+        dtype = at_least_float32(jnp.result_type(param))
         anchors.append(
             flat_anchor[members[0]]
             if not layout.stacked

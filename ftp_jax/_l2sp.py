@@ -16,7 +16,7 @@ from ftp_jax._skeleton import (
     check_base_optimizer,
     check_nonnegative,
     check_update_trees,
-    flat_anchor,
+    given_anchor,
     is_params_placeholder,
     leaf_plans,
     map_leaves,
@@ -40,6 +40,19 @@ class L2SPDecoupledState(NamedTuple):
     count: jax.Array  # int32 []: steps taken; the learning-rate schedule's argument.
     anchor: PyTree  # like params: w0 at constrained leaves, optax.MaskedNode at excluded ones.
     base_state: optax.OptState  # state of the wrapped base optimizer.
+
+
+def l2sp_leaf_penalty(plan: LeafPlan, param, anchor, *, alpha, beta):
+    r"""The L2-SP penalty of one leaf.
+
+    .. math::
+
+      \Omega = \frac{\alpha}{2} \lVert w - w^0 \rVert_2^2 \text{ on a constrained leaf},
+      \qquad \frac{\beta}{2} \lVert w \rVert_2^2 \text{ on an excluded one}
+    """
+    if plan.constrained:
+        return 0.5 * alpha * jnp.sum(jnp.square(param - anchor))
+    return 0.5 * beta * jnp.sum(jnp.square(param))
 
 
 def l2sp_leaf_gradient(plan: LeafPlan, param, anchor, *, alpha, beta):
@@ -91,15 +104,20 @@ def l2sp_penalty(
     check_nonnegative("alpha", alpha, "L2-SP")
     check_nonnegative("beta", beta, "L2-SP")
     plans = leaf_plans(params, mask, None, method="L2-SP")
-    flat_params = jax.tree_util.tree_structure(params).flatten_up_to(params)
-    anchors = flat_anchor(params, anchor, plans)
-    total = jnp.zeros((), jnp.float32)
-    for plan, p, a in zip(plans, flat_params, anchors, strict=True):
-        if plan.constrained:
-            total = total + 0.5 * alpha * jnp.sum(jnp.square(p - a))
-        else:
-            total = total + 0.5 * beta * jnp.sum(jnp.square(p))
-    return total
+
+    def leaf_penalty(plan, param, anchor):
+        return (l2sp_leaf_penalty(plan, param, anchor, alpha=alpha, beta=beta),)
+
+    (penalties,) = map_leaves(
+        leaf_penalty,
+        plans,
+        params,
+        state={"anchor": given_anchor(params, anchor, plans)},
+        excluded_fn=leaf_penalty,
+        method="L2-SP",
+    )
+    # Summed in the params' order, from a float32 zero.
+    return sum(jax.tree_util.tree_leaves(penalties), jnp.zeros((), jnp.float32))
 
 
 def l2sp(

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ftp_jax._projection import compute_dtype
+from ftp_jax._projection import at_least_float32
 
 __all__ = [
     "LAYOUTS",
@@ -197,7 +197,7 @@ def make_layout(params: PyTree, plans: Sequence[Any], kind: str) -> StateLayout:
     groups: list[str] = []
     bucket_groups, shardings = [], []
     for members in buckets.values():
-        dtype = str(compute_dtype(jnp.result_type(leaves[members[0]])))
+        dtype = str(at_least_float32(jnp.result_type(leaves[members[0]])))
         if dtype not in groups:
             groups.append(dtype)
         bucket_groups.append(groups.index(dtype))

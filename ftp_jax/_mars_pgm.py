@@ -22,7 +22,7 @@ from ftp_jax._skeleton import (
     check_nonnegative,
     check_norm,
     check_update_trees,
-    flat_anchor,
+    given_anchor,
     is_params_placeholder,
     leaf_plans,
     map_leaves,
@@ -51,8 +51,9 @@ def _is_scalar(value: Any) -> bool:
     return isinstance(value, numbers.Real) or (hasattr(value, "dtype") and np.ndim(value) == 0)
 
 
-def _leaf_radii(radius: RadiusOrFn, params: PyTree, plans: list[LeafPlan]) -> list[Any]:
-    """One radius per leaf (None where excluded), checked at the constrained leaves."""
+def _leaf_radii(radius: RadiusOrFn, params: PyTree, plans: list[LeafPlan]) -> PyTree:
+    """The radii as a state tree (``optax.MaskedNode`` where excluded), checked at the
+    constrained leaves."""
     if _is_scalar(radius):
         values = [radius] * len(plans)
     else:
@@ -60,7 +61,7 @@ def _leaf_radii(radius: RadiusOrFn, params: PyTree, plans: list[LeafPlan]) -> li
     radii = []
     for plan, value in zip(plans, values, strict=True):
         if not plan.constrained:
-            radii.append(None)
+            radii.append(optax.MaskedNode())
             continue
         try:
             radii.append(check_nonnegative("radius", value, "MARS-PGM"))
@@ -69,7 +70,7 @@ def _leaf_radii(radius: RadiusOrFn, params: PyTree, plans: list[LeafPlan]) -> li
                 f"MARS-PGM: `radius` at {plan.path!r} must be a finite number >= 0 (one "
                 f"radius per constrained leaf), got {value!r}."
             ) from None
-    return radii
+    return jax.tree_util.tree_structure(params).unflatten(radii)
 
 
 def _project_leaf(plan: LeafPlan, param, anchor, radius, norm):
@@ -139,13 +140,15 @@ def project_fixed_radius(
     check_norm(norm)
     plans = leaf_plans(params, mask, row_axes, method="MARS-PGM")
     radii = _leaf_radii(radius, params, plans)
-    treedef = jax.tree_util.tree_structure(params)
-    leaves = []
-    for plan, p, a, r in zip(
-        plans, treedef.flatten_up_to(params), flat_anchor(params, anchor, plans), radii, strict=True
-    ):
-        leaves.append(_project_leaf(plan, p, a, r, norm)[0] if plan.constrained else p)
-    return treedef.unflatten(leaves)
+    (projected,) = map_leaves(
+        lambda plan, param, anchor, radius: (_project_leaf(plan, param, anchor, radius, norm)[0],),
+        plans,
+        params,
+        state={"anchor": given_anchor(params, anchor, plans), "radius": radii},
+        excluded_fn=lambda plan, param, anchor, radius: (param,),
+        method="MARS-PGM",
+    )
+    return projected
 
 
 def mars_pgm(
@@ -245,7 +248,7 @@ def mars_pgm(
             base_optimizer, updates, state.base_state, params, "mars_pgm", **extra_args
         )
         plans = leaf_plans(params, mask, row_axes, method="MARS-PGM")
-        radii = jax.tree_util.tree_structure(params).unflatten(_leaf_radii(radius, params, plans))
+        radii = _leaf_radii(radius, params, plans)
         (new_updates,) = map_leaves(
             functools.partial(mars_pgm_leaf_update, norm=norm),
             plans,

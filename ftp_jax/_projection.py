@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "NORMS",
-    "compute_dtype",
+    "at_least_float32",
     "hard_clip_unit",
     "projection_ratio",
     "radial_projection",
@@ -141,7 +141,7 @@ def radial_projection(
     ``1e-8`` in the ratio's denominator (``radius / (n + 1e-8)``), MARS-PGM adds
     none (a zero row then has ratio ``radius``, harmlessly: its displacement is 0).
     The clip's derivative is zero at both ends (:func:`hard_clip_unit`, the
-    reference's ``Hardtanh``). Computed in at least float32 (:func:`compute_dtype`).
+    reference's ``Hardtanh``). Computed in at least float32 (:func:`at_least_float32`).
 
     Args:
       displacement: :math:`c`.
@@ -157,7 +157,7 @@ def radial_projection(
       has the rows' shape (reduced axes of size 1) and is 1 exactly where a row is
       inside the ball.
     """
-    dtype = compute_dtype(displacement.dtype)
+    dtype = at_least_float32(displacement.dtype)
     wide = displacement.astype(dtype)
     radius = jnp.asarray(radius).astype(dtype)
     if inverse_norm is not None:
@@ -168,8 +168,11 @@ def radial_projection(
     return ratio * wide, ratio
 
 
-def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
+def at_least_float32(dtype: jnp.dtype) -> jnp.dtype:
     """The dtype of norms, inverse norms and radii for params of ``dtype``: at least float32.
+
+    (Not the models' computation dtype, :func:`ftp_jax.models.compute_dtype`: this one
+    widens the projection's arithmetic; that one names the dtype a model computes in.)
 
     ``1e-8`` (the norms' epsilon) underflows to 0 in float16, so that a row that
     did not move would get an infinite inverse norm and NaN radius gradients;

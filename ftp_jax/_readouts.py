@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -9,7 +10,7 @@ import optax
 
 from ftp_jax._layout import LeafScalars
 
-__all__ = ["radii", "radius_gradients"]
+__all__ = ["radii", "radius_gradients", "radius_state"]
 
 PyTree = Any
 
@@ -17,6 +18,47 @@ PyTree = Any
 def _is_radius_state(x: Any) -> bool:
     """A method's state that learns radii: a NamedTuple with a ``radius`` tree (FTP, TPGM)."""
     return isinstance(x, tuple) and "radius" in getattr(x, "_fields", ())
+
+
+def _states(opt_state: Any, matches: Callable[[Any], bool]) -> list[Any]:
+    """Every state inside ``opt_state`` (itself included) for which ``matches`` holds:
+    in an ``optax.chain`` state, a wrapper's, ``nnx.Optimizer.opt_state``."""
+    return [x for x in jax.tree_util.tree_leaves(opt_state, is_leaf=matches) if matches(x)]
+
+
+def radius_state(opt_state: Any, state_type: type | None = None) -> Any:
+    """The one state in ``opt_state`` that learns radii (of ``state_type``, if given).
+
+    The one search of the read-outs: :func:`radii`, :func:`ftp_jax.ftp_radii` and
+    :func:`ftp_jax.tpgm_radii` read the state it finds.
+
+    Args:
+      opt_state: an optimizer state: a method's own state, or one containing it (an
+        ``optax.chain`` state, ``nnx.Optimizer.opt_state``).
+      state_type: the state's class (``FTPState``, ``TPGMState``); ``None``: any
+        state with a ``radius`` field.
+
+    Returns:
+      The state; ``None`` if none is there and ``state_type`` is ``None``.
+
+    Raises:
+      ValueError: several states carry radii, or none of ``state_type`` is there.
+    """
+    found = _states(
+        opt_state,
+        lambda x: _is_radius_state(x) and (state_type is None or isinstance(x, state_type)),
+    )
+    if len(found) > 1:
+        raise ValueError(
+            f"{len(found)} states in the optimizer state carry radii "
+            f"({', '.join(type(x).__name__ for x in found)}); read one of them directly."
+        )
+    if not found and state_type is not None:
+        raise ValueError(
+            f"Expected exactly one {state_type.__name__} in the optimizer state, found 0."
+            " Pass the state returned by the method's init, or a chain containing it."
+        )
+    return found[0] if found else None
 
 
 def _is_radius_leaf(x: Any) -> bool:
@@ -45,19 +87,10 @@ def radii(opt_state: Any) -> PyTree | None:
     Raises:
       ValueError: if several states carry radii.
     """
-    found = [
-        x
-        for x in jax.tree_util.tree_leaves(opt_state, is_leaf=_is_radius_state)
-        if _is_radius_state(x)
-    ]
-    if not found:
+    state = radius_state(opt_state)
+    if state is None:
         return None
-    if len(found) > 1:
-        raise ValueError(
-            f"{len(found)} states in the optimizer state carry radii "
-            f"({', '.join(type(x).__name__ for x in found)}); read one of them directly."
-        )
-    radius = found[0].radius
+    radius = state.radius
     if isinstance(radius, LeafScalars):  # one vector per dtype (ftp_jax._layout)
         return radius.tree()
     return jax.tree_util.tree_map(_radius_value, radius, is_leaf=_is_radius_leaf)
@@ -94,9 +127,7 @@ def radius_gradients(opt_state: Any, grads: PyTree) -> PyTree | None:
       A tree like the params (float32 scalars, ``None`` at excluded leaves), or
       ``None`` when no state in ``opt_state`` is FTP's.
     """
-    found = [
-        x for x in jax.tree_util.tree_leaves(opt_state, is_leaf=_is_ftp_state) if _is_ftp_state(x)
-    ]
+    found = _states(opt_state, _is_ftp_state)
     if len(found) != 1:
         return None
     state = found[0]

@@ -33,7 +33,7 @@ import numpy as np
 import optax
 
 from ftp_jax._paths import leaf_path, leaf_paths, per_leaf_values, tree_difference
-from ftp_jax._projection import NORMS, compute_dtype
+from ftp_jax._projection import NORMS, at_least_float32
 from ftp_jax._row_axes import flax_row_axes, normalize_row_axes
 
 PyTree = Any
@@ -51,7 +51,7 @@ __all__ = [
     "check_norm",
     "check_update_trees",
     "constrained_tree",
-    "flat_anchor",
+    "given_anchor",
     "is_params_placeholder",
     "leaf_plans",
     "map_leaves",
@@ -163,26 +163,28 @@ def anchor_tree(
     return constrained_tree(source, plans, lambda a, _: jnp.array(a, dtype=dtype, copy=True))
 
 
-def flat_anchor(params: PyTree, anchor: PyTree, plans: Sequence[LeafPlan]) -> list[Any]:
-    """``anchor``'s values at the params' leaf positions, checked where constrained.
+def given_anchor(params: PyTree, anchor: PyTree, plans: Sequence[LeafPlan]) -> PyTree:
+    """``anchor`` as a state tree: its values at the constrained leaves, checked, and
+    ``optax.MaskedNode`` at the others (no copy).
 
     For the pure functions that take an anchor argument (``wise_ft``,
-    ``l2sp_penalty``, ``project_fixed_radius``). Excluded leaves are not read: the
-    anchor may hold anything there (``None``, or a pre-trained head of another shape).
+    ``l2sp_penalty``, ``project_to_anchor``, ``project_fixed_radius``), which pass it
+    to :func:`map_leaves` as a state tree. Excluded leaves are not read: the anchor
+    may hold anything there (``None``, or a pre-trained head of another shape).
 
     Raises:
       ValueError: ``anchor`` lacks a params leaf, or a constrained leaf's anchor
         has another shape or dtype (naming the leaf).
     """
+    treedef = jax.tree_util.tree_structure(params)
     try:
-        flat = jax.tree_util.tree_structure(params).flatten_up_to(anchor)
+        flat = treedef.flatten_up_to(anchor)
     except (ValueError, TypeError, KeyError):
         raise ValueError(
             "`anchor` does not have the structure of the params. "
             + tree_difference(params, anchor, "anchor")
         ) from None
-    flat_params = jax.tree_util.tree_structure(params).flatten_up_to(params)
-    for plan, p, a in zip(plans, flat_params, flat, strict=True):
+    for plan, p, a in zip(plans, treedef.flatten_up_to(params), flat, strict=True):
         if not plan.constrained:
             continue
         if a is None or np.shape(p) != np.shape(a) or jnp.result_type(p) != jnp.result_type(a):
@@ -193,12 +195,14 @@ def flat_anchor(params: PyTree, anchor: PyTree, plans: Sequence[LeafPlan]) -> li
                 f"`anchor` at {plan.path!r} has {described}, but the param has shape "
                 f"{np.shape(p)} and dtype {jnp.result_type(p)}."
             )
-    return flat
+    return treedef.unflatten(
+        [a if plan.constrained else optax.MaskedNode() for plan, a in zip(plans, flat, strict=True)]
+    )
 
 
 def radius_dtype(leaf: Any) -> jnp.dtype:
     """Radii, their moments and norms: the leaf's dtype, at least float32."""
-    return compute_dtype(jnp.result_type(leaf))
+    return at_least_float32(jnp.result_type(leaf))
 
 
 # --- optax.tree_utils.tree_map_params ------------------------------------------------
@@ -273,7 +277,8 @@ def map_leaves(
     becomes the ``i``-th returned tree, with the params' structure. When
     ``leaf_fn`` returns a NamedTuple, so does ``map_leaves``: the same type,
     holding a tree per field (``excluded_fn`` may return a plain tuple in the
-    same order).
+    same order). Params without leaves give one empty tree, the params' own
+    structure (there is no result to count the outputs by).
 
     Raises:
       ValueError: a tree that does not have the params' structure, or a ``mask``
@@ -298,6 +303,8 @@ def map_leaves(
         results.append(
             function(plan, param, *tree_args, *state_args, **tree_kwargs, **state_kwargs)
         )
+    if not results:  # params without leaves: one empty tree (the outputs are unknown)
+        return (treedef.unflatten([]),)
     columns = [treedef.unflatten(list(column)) for column in zip(*results, strict=True)]
     named_result = next((type(r) for r in results if hasattr(type(r), "_fields")), None)
     return named_result(*columns) if named_result is not None else tuple(columns)

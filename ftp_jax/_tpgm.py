@@ -13,7 +13,7 @@ import optax
 
 from ftp_jax._layout import LeafScalars, make_layout
 from ftp_jax._projection import radial_projection, row_norms
-from ftp_jax._readouts import radii
+from ftp_jax._readouts import radii, radius_state
 from ftp_jax._skeleton import (
     NOT_PARAMS,
     LeafPlan,
@@ -24,7 +24,7 @@ from ftp_jax._skeleton import (
     check_nonnegative,
     check_norm,
     check_update_trees,
-    flat_anchor,
+    given_anchor,
     is_params_placeholder,
     leaf_plans,
     map_leaves,
@@ -151,25 +151,27 @@ def project_to_anchor(
     """
     check_norm(norm)
     plans = leaf_plans(params, mask, row_axes, method="TPGM")
-    anchors = flat_anchor(params, anchor, plans)
+    anchor = given_anchor(params, anchor, plans)
+    radius = _given_radius(params, radius, plans)
+    return _project(params, anchor, radius, plans, norm, stop_gradient)
+
+
+def _given_radius(params: PyTree, radius: PyTree, plans) -> PyTree:
+    """``radius`` as a state tree (an array at every constrained leaf, MaskedNode at the
+    others), checked: a radius at every constrained leaf."""
     treedef = jax.tree_util.tree_structure(params)
     try:
-        radii = treedef.flatten_up_to(radius)
+        flat = treedef.flatten_up_to(radius)
     except (ValueError, TypeError):
         raise ValueError(
             "`radius` must have the params' structure (a scalar at every constrained leaf, "
             "None at excluded ones)."
         ) from None
     leaves = []
-    for plan, p, a, r in zip(plans, treedef.flatten_up_to(params), anchors, radii, strict=True):
-        if not plan.constrained:
-            leaves.append(p)
-            continue
-        if r is None or isinstance(r, optax.MaskedNode):
+    for plan, value in zip(plans, flat, strict=True):
+        if plan.constrained and (value is None or isinstance(value, optax.MaskedNode)):
             raise ValueError(f"no radius for the constrained leaf {plan.path!r}.")
-        leaves.append(
-            tpgm_leaf_projection(plan, p, a, jnp.asarray(r), norm=norm, stop_gradient=stop_gradient)
-        )
+        leaves.append(jnp.asarray(value) if plan.constrained else optax.MaskedNode())
     return treedef.unflatten(leaves)
 
 
@@ -606,14 +608,8 @@ def tpgm_radii(state: Any) -> PyTree:
 
     Args:
       state: a :class:`TPGMState`, or an optimizer state containing exactly one.
+
+    Raises:
+      ValueError: ``state`` holds no :class:`TPGMState`, or several states with radii.
     """
-    found = [
-        x
-        for x in jax.tree_util.tree_leaves(state, is_leaf=lambda x: isinstance(x, TPGMState))
-        if isinstance(x, TPGMState)
-    ]
-    if len(found) != 1:
-        raise ValueError(
-            f"Expected exactly one TPGMState in the optimizer state, found {len(found)}."
-        )
-    return radii(found[0])
+    return radii(radius_state(state, TPGMState))

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
-
-from ftp_jax._skeleton import MaskOrFn, check_nonnegative, flat_anchor, leaf_plans
+from ftp_jax._skeleton import MaskOrFn, check_nonnegative, given_anchor, leaf_plans, map_leaves
 
 __all__ = ["wise_ft"]
 
@@ -76,13 +74,14 @@ def wise_ft(
         "alpha", alpha, "wise_ft", upper=1.0, hint=" alpha is the fine-tuned model's weight."
     )
     plans = leaf_plans(finetuned, mask, None, method="WiSE-FT")
-    treedef = jax.tree_util.tree_structure(finetuned)
-    leaves = []
-    for plan, w_ft, w0 in zip(
-        plans, treedef.flatten_up_to(finetuned), flat_anchor(finetuned, anchor, plans), strict=True
-    ):
-        if plan.constrained:
-            leaves.append(((1 - alpha) * w0 + alpha * w_ft).astype(w_ft.dtype))
-        else:
-            leaves.append(w_ft)
-    return treedef.unflatten(leaves)
+    (interpolated,) = map_leaves(
+        lambda plan, finetuned, anchor: (
+            ((1 - alpha) * anchor + alpha * finetuned).astype(finetuned.dtype),
+        ),
+        plans,
+        finetuned,
+        state={"anchor": given_anchor(finetuned, anchor, plans)},
+        excluded_fn=lambda plan, finetuned, anchor: (finetuned,),
+        method="WiSE-FT",
+    )
+    return interpolated

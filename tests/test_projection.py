@@ -8,7 +8,7 @@ from absl.testing import parameterized
 
 import ftp_jax
 from ftp_jax._projection import (
-    compute_dtype,
+    at_least_float32,
     hard_clip_unit,
     radial_projection,
     row_norms_shape,
@@ -90,7 +90,7 @@ class ComputeDtypeTest(parameterized.TestCase):
         (jnp.float16, jnp.float32), (jnp.bfloat16, jnp.float32), (jnp.float32, jnp.float32)
     )
     def test_at_least_float32(self, dtype, expected):
-        self.assertEqual(compute_dtype(jnp.dtype(dtype)), jnp.dtype(expected))
+        self.assertEqual(at_least_float32(jnp.dtype(dtype)), jnp.dtype(expected))
 
 
 class RadialProjectionTest(parameterized.TestCase):

@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import ftp_jax
+from ftp_jax._readouts import radius_state
 from ftp_jax._skeleton import (
     anchor_tree,
     check_nonnegative,
@@ -102,6 +103,41 @@ def test_radii_reads_any_method_and_none_without_one():
     two = (tx.init(PARAMS), tx.init(PARAMS))
     with pytest.raises(ValueError, match=r"2 states in the optimizer state carry radii"):
         ftp_jax.radii(two)
+
+
+def test_the_method_read_outs_find_their_state_through_the_one_search():
+    """ftp_radii and tpgm_radii read their own state type among others (radius_state)."""
+    ftp_tx = ftp_jax.ftp(optax.sgd(0.1), mask=MASK)
+    tpgm_tx = ftp_jax.tpgm(optax.sgd(0.1), lambda params, batch: 0.0, mask=MASK)
+    both = (ftp_tx.init(PARAMS), tpgm_tx.init(PARAMS))
+    assert ftp_jax.ftp_radii(both)["body"]["kernel"].shape == ()
+    assert ftp_jax.tpgm_radii(both)["head"]["kernel"] is None
+    assert radius_state(both, ftp_jax.FTPState) is both[0]
+    with pytest.raises(ValueError, match=r"Expected exactly one FTPState .*found 0"):
+        ftp_jax.ftp_radii(optax.adamw(1e-3).init(PARAMS))
+    with pytest.raises(ValueError, match=r"Expected exactly one TPGMState .*found 0"):
+        ftp_jax.tpgm_radii(both[0])
+    with pytest.raises(ValueError, match=r"2 states in the optimizer state carry radii"):
+        ftp_jax.ftp_radii((both[0], both[0]))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ftp_jax.mars_pgm(optax.sgd(0.1), 1.0),
+        lambda: optax.chain(ftp_jax.l2sp(0.1), optax.sgd(0.1)),
+        lambda: ftp_jax.l2sp_decoupled(optax.sgd(0.1), 0.1, 0.1),
+        lambda: ftp_jax.spd(optax.sgd(0.1), 1.0),
+    ],
+)
+def test_transforms_on_the_skeleton_take_params_without_leaves(make):
+    """map_leaves on params without leaves: one empty tree, the params' structure."""
+    tx = make()
+    updates, _ = tx.update({}, tx.init({}), {})
+    assert updates == {}
+    assert float(ftp_jax.l2sp_penalty({}, {}, 1.0)) == 0.0
+    assert ftp_jax.wise_ft({}, {}, 0.5) == {}
+    assert ftp_jax.project_fixed_radius({}, {}, 1.0) == {}
 
 
 class _Step(NamedTuple):

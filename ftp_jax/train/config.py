@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ftp_jax._base_optimizers import BASE_OPTIMIZERS
 from ftp_jax.models.precision import COMPUTE_DTYPES
 from ftp_jax.train import registry
 from ftp_jax.train._checks import check_choice, check_int
@@ -26,7 +27,6 @@ __all__ = [
     "format_config",
 ]
 
-BASE_OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "cosine_per_epoch")
 
 

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 import ftp_jax
+from ftp_jax._base_optimizers import torch_sgd
 from ftp_jax.train import registry
 from ftp_jax.train.config import TrainConfig
 from ftp_jax.train.registry import (
@@ -98,12 +99,16 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.S
 
 
 def _base_optimizer(config: TrainConfig, schedule: optax.Schedule):
+    """The run's base optimizer, built as :func:`ftp_jax.ftp_adamw` and
+    :func:`ftp_jax.ftp_sgd` build theirs."""
     method = config.method
     if method.optimizer == "adamw":
         return optax.adamw(schedule, weight_decay=method.weight_decay)
-    return optax.chain(
-        optax.add_decayed_weights(method.weight_decay),
-        optax.sgd(schedule, momentum=method.momentum or None, nesterov=method.nesterov),
+    return torch_sgd(
+        schedule,
+        momentum=method.momentum,
+        nesterov=method.nesterov,
+        weight_decay=method.weight_decay,
     )
 
 
